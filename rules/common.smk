@@ -1,0 +1,49 @@
+# Shared helpers: the case sheet, path layout, per-rule config sections and input functions.
+
+import json
+import os
+import sys
+
+SRC = os.path.join(workflow.basedir, "src")
+sys.path.insert(0, SRC)
+# Jobs (also inside --use-conda environments) import the pipeline package from the source tree.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p)
+
+from srttt.data.cases import case_table, cases_in_split  # noqa: E402
+from srttt.layout import METHOD_MODEL, Layout  # noqa: E402
+
+try:
+    CASES = case_table(config)
+except ValueError as error:
+    raise WorkflowError(str(error))
+
+L = Layout(dataset=config["dataset"])
+ALL_CASES = [c.case for c in CASES]
+TEST_CASES = cases_in_split(config, "test")
+METHODS = list(config["methods"])
+MODELS_USED = sorted({METHOD_MODEL[m] for m in METHODS})
+
+wildcard_constraints:
+    case="|".join(ALL_CASES),
+    method="|".join(METHOD_MODEL),
+    model="baseline|srttt",
+
+
+def cfg_json(*sections):
+    """The config sections a rule depends on, as JSON (a change reruns the rule)."""
+    chosen = {"dataset": config["dataset"], "seed": config["seed"]}
+    chosen.update({name: config[name] for name in sections})
+    return json.dumps(chosen, sort_keys=True)
+
+
+def pattern(path_of, *names):
+    """Turn a Layout path function into a Snakemake pattern with {wildcards}."""
+    return str(path_of(*("{" + n + "}" for n in names)))
+
+
+def final_outputs():
+    outputs = [L.tables_dir / f"main.{ext}" for ext in ("csv", "md", "tex")]
+    outputs.append(L.figures_dir / "dice_per_case.png")
+    outputs += [L.figures_dir / f"overlay_{case}.png" for case in TEST_CASES]
+    outputs += [L.per_case_metrics(m) for m in METHODS]
+    return [str(p) for p in outputs]

@@ -1,0 +1,23 @@
+# LiTS-protocol evaluation per method: per-case and summary CSV, logged to MLflow.
+
+
+rule evaluate:
+    input:
+        predictions=lambda w: [L.prediction(w.method, c) for c in TEST_CASES],
+        labels=[L.label(c) for c in TEST_CASES],
+    output:
+        per_case=pattern(L.per_case_metrics, "method"),
+        summary=pattern(L.summary_metrics, "method"),
+    params:
+        cfg=cfg_json("data", "model", "ttt", "mlflow"),
+    log:
+        pattern(lambda m: L.log("evaluate", m), "method"),
+    benchmark:
+        pattern(lambda m: L.benchmark("evaluate", m), "method")
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python -m srttt evaluate --method {wildcards.method} --config-json {params.cfg:q} 2> {log}"

@@ -1,0 +1,43 @@
+# NIfTI to PNG slices (value - 32768 = HU), liver and tumour mask PNGs, manifests and geometry sidecars.
+
+
+rule slices:
+    input:
+        image=pattern(L.image, "case"),
+        label=pattern(L.label, "case"),
+        liver=pattern(L.liver_mask, "case"),
+    output:
+        directory(pattern(L.slice_dir, "case")),
+    params:
+        cfg=cfg_json("data"),
+    log:
+        pattern(lambda c: L.log("slices", c), "case"),
+    benchmark:
+        pattern(lambda c: L.benchmark("slices", c), "case")
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/core.yaml"
+    shell:
+        "python -m srttt slices --case {wildcards.case} --config-json {params.cfg:q} 2> {log}"
+
+
+rule manifest:
+    input:
+        [L.slice_dir(c) for c in ALL_CASES],
+    output:
+        str(L.manifest),
+    params:
+        cfg=cfg_json("data"),
+    log:
+        str(L.log("slices", "manifest")),
+    benchmark:
+        str(L.benchmark("slices", "manifest"))
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/core.yaml"
+    shell:
+        "python -m srttt manifest --config-json {params.cfg:q} 2> {log}"

@@ -1,0 +1,24 @@
+# Training on healthy slices with tumours synthesised on the fly: baseline (S only) and SR-TTT (S, G, R).
+
+
+rule train:
+    input:
+        manifest=str(L.manifest),
+        slices=[L.slice_dir(c) for c in ALL_CASES if c not in TEST_CASES],
+    output:
+        weights=pattern(L.weights, "model"),
+        history=pattern(L.history, "model"),
+    params:
+        cfg=cfg_json("slices", "synthesis", "diffusion", "model", "train", "mlflow"),
+    log:
+        pattern(lambda m: L.log("train", m), "model"),
+    benchmark:
+        pattern(lambda m: L.benchmark("train", m), "model")
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "python -m srttt train --model {wildcards.model} --config-json {params.cfg:q} 2> {log}"

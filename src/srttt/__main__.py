@@ -1,0 +1,3 @@
+from srttt.cli import main
+
+raise SystemExit(main())

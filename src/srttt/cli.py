@@ -1,0 +1,203 @@
+"""Command-line entry points, one subcommand per pipeline stage.
+
+Every subcommand reads its parameters either from ``--params`` files (DVC and
+manual runs) or from ``--config-json`` (Snakemake passes the validated config
+sections a rule depends on), and takes its paths from ``srttt.layout``
+relative to ``--root``. Without ``--case`` a per-case stage runs every case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from srttt.config import ConfigError, load_params
+from srttt.layout import METHOD_MODEL, MODELS, Layout
+
+logger = logging.getLogger("srttt")
+
+
+def _config(args) -> dict:
+    if args.config_json:
+        try:
+            return json.loads(args.config_json)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"--config-json is not valid JSON: {error}") from error
+    return load_params(*args.params)
+
+
+def _cases(config: dict, args, split: str | None = None) -> list[str]:
+    from srttt.data.cases import case_table
+
+    if getattr(args, "case", None):
+        return [args.case]
+    return [c.case for c in case_table(config) if split is None or c.split == split]
+
+
+def cmd_make_case(args, config, layout):
+    from srttt.data.build import write_case
+
+    for case in _cases(config, args):
+        write_case(layout, case, config)
+
+
+def cmd_dataset_index(args, config, layout):
+    from srttt.data.build import write_dataset_index
+
+    write_dataset_index(layout, config)
+
+
+def cmd_liver(args, config, layout):
+    from srttt.liver.backends import write_liver_mask
+
+    for case in _cases(config, args):
+        write_liver_mask(layout, case, config)
+
+
+def cmd_slices(args, config, layout):
+    from srttt.data.cases import find_case
+    from srttt.slices.convert import convert_case
+
+    for case in _cases(config, args):
+        convert_case(layout, case, find_case(config, case).split)
+
+
+def cmd_manifest(args, config, layout):
+    from srttt.data.cases import case_table
+    from srttt.slices.convert import merge_manifests
+
+    merge_manifests(layout, [c.case for c in case_table(config)])
+
+
+def cmd_train(args, config, layout):
+    from srttt.tracking import log_run
+    from srttt.training.train import train_model
+
+    for model in [args.model] if args.model else MODELS:
+        history = train_model(layout, model, config)
+        steps = [
+            (name, float(value), int(row["epoch"]))
+            for row in history.to_dict("records")
+            for name, value in row.items()
+            if name != "epoch"
+        ]
+        log_run(
+            root=args.root,
+            experiment=config["mlflow"]["experiment"],
+            run_name=f"{layout.dataset}/train/{model}",
+            tags={"stage": "train", "dataset": layout.dataset, "model": model},
+            params={k: config[k] for k in ("seed", "slices", "synthesis", "diffusion", "model", "train")},
+            step_metrics=steps,
+            artifacts=[layout.history(model)],
+        )
+
+
+def cmd_infer(args, config, layout):
+    from srttt.inference.predict_case import predict_case
+
+    for method in [args.method] if args.method else config["methods"]:
+        for case in _cases(config, args, split="test"):
+            predict_case(layout, method, case, config)
+
+
+def cmd_evaluate(args, config, layout):
+    from srttt.evaluation.stage import evaluate_method
+    from srttt.tracking import log_run
+
+    for method in [args.method] if args.method else config["methods"]:
+        per_case, summary = evaluate_method(layout, method, config)
+        metrics = {f"summary.{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))}
+        for row in per_case.to_dict("records"):
+            for name, value in row.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    metrics[f"{row['case']}.{name}"] = float(value)
+        log_run(
+            root=args.root,
+            experiment=config["mlflow"]["experiment"],
+            run_name=f"{layout.dataset}/evaluate/{method}",
+            tags={"stage": "evaluate", "dataset": layout.dataset, "method": method, "model": METHOD_MODEL[method]},
+            params={"method": method, "ttt": config["ttt"], "model": config["model"], "seed": config["seed"]},
+            metrics=metrics,
+            artifacts=[layout.per_case_metrics(method), layout.summary_metrics(method)],
+        )
+
+
+def cmd_report(args, config, layout):
+    import pandas as pd
+
+    from srttt.data.cases import cases_in_split
+    from srttt.reporting.figures import plot_dice_per_case, plot_overlay
+    from srttt.reporting.tables import write_tables
+    from srttt.tracking import log_run
+
+    methods = list(config["methods"])
+    per_case = {m: pd.read_csv(layout.per_case_metrics(m)) for m in methods}
+    ttt = config["ttt"]
+    caption = (
+        f"Tumour segmentation on '{layout.dataset}' (mean ± std over test cases). "
+        f"TTT: {ttt['iterations']} iterations, lr {ttt['lr']}, optimizer state '{ttt['optimizer_state']}'; "
+        f"U-Net width {config['model']['width']}, {config['train']['epochs']} epochs."
+    )
+    paths = write_tables(per_case, layout.tables_dir, caption=caption)
+    figures = [plot_dice_per_case(per_case, layout.figures_dir / "dice_per_case.png")]
+    for case in cases_in_split(config, "test"):
+        figures.append(plot_overlay(layout, case, methods, layout.figures_dir / f"overlay_{case}.png"))
+    log_run(
+        root=args.root,
+        experiment=config["mlflow"]["experiment"],
+        run_name=f"{layout.dataset}/report",
+        tags={"stage": "report", "dataset": layout.dataset},
+        params={"methods": methods, "ttt": ttt},
+        artifacts=[*paths, *figures],
+    )
+
+
+COMMANDS = {
+    "make-case": (cmd_make_case, "generate or fetch cases into data/<dataset>/ (MSD layout)"),
+    "dataset-index": (cmd_dataset_index, "write dataset.json and cases.csv"),
+    "liver": (cmd_liver, "write liver masks with the configured backend"),
+    "slices": (cmd_slices, "convert cases to PNG slices with manifest and geometry sidecar"),
+    "manifest": (cmd_manifest, "merge per-case slice manifests into the dataset manifest"),
+    "train": (cmd_train, "train the baseline and SR-TTT models"),
+    "infer": (cmd_infer, "segment test cases (with or without test-time training)"),
+    "evaluate": (cmd_evaluate, "compute LiTS-protocol metrics per case and method"),
+    "report": (cmd_report, "write the main table and figures"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="srttt", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text)
+        sub.add_argument("--params", nargs="+", default=["params.yaml"], help="parameter files, later ones override")
+        sub.add_argument("--config-json", help="parameters as JSON (used by Snakemake instead of --params)")
+        sub.add_argument("--root", type=Path, default=Path("."), help="project root holding data/ and results/")
+        sub.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+        if name in ("make-case", "liver", "slices", "infer"):
+            sub.add_argument("--case", help="one case id (default: every case of the stage)")
+        if name == "train":
+            sub.add_argument("--model", choices=MODELS, help="one model (default: all)")
+        if name in ("infer", "evaluate"):
+            sub.add_argument("--method", choices=list(METHOD_MODEL), help="one method (default: params.yaml methods)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = _config(args)
+        layout = Layout(dataset=config["dataset"], root=args.root)
+        COMMANDS[args.command][0](args, config, layout)
+    except (ConfigError, FileNotFoundError, KeyError, ValueError, RuntimeError) as error:
+        logger.error("%s failed: %s", args.command, error)
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""Dataset sources: generated phantoms, the LiTS sample volume, and the case sheet."""

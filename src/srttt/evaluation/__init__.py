@@ -1,0 +1,1 @@
+"""LiTS-protocol evaluation of predicted label maps."""

@@ -1,0 +1,1 @@
+"""Inference: plain prediction, test-time training (TTT) and the entropy-minimisation baseline."""

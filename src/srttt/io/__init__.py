@@ -1,0 +1,1 @@
+"""File formats: NIfTI volumes, HU-encoded PNG slices and atomic writes."""

@@ -1,0 +1,103 @@
+"""Where every stage reads and writes, relative to the project root.
+
+Snakemake rules, DVC stages and the CLI all take their paths from here, so the
+three never disagree. ``dataset`` is the ``dataset`` key of params.yaml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MODELS = ("baseline", "srttt")
+METHOD_MODEL = {"baseline": "baseline", "srttt_nottt": "srttt", "srttt_ttt": "srttt"}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one dataset's inputs and results under ``root``."""
+
+    dataset: str
+    root: Path = Path(".")
+
+    # -- data (MSD Task08 layout plus reference liver labels) --
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data" / self.dataset
+
+    def image(self, case: str) -> Path:
+        return self.data_dir / "imagesTr" / f"{case}.nii.gz"
+
+    def label(self, case: str) -> Path:
+        return self.data_dir / "labelsTr" / f"{case}.nii.gz"
+
+    def reference_liver(self, case: str) -> Path:
+        return self.data_dir / "liversTr" / f"{case}.nii.gz"
+
+    @property
+    def dataset_json(self) -> Path:
+        return self.data_dir / "dataset.json"
+
+    @property
+    def case_sheet(self) -> Path:
+        return self.data_dir / "cases.csv"
+
+    @property
+    def download_cache(self) -> Path:
+        return self.root / "data" / "downloads"
+
+    # -- results --
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results" / self.dataset
+
+    def liver_mask(self, case: str) -> Path:
+        return self.results_dir / "liver" / f"{case}.nii.gz"
+
+    def slice_dir(self, case: str) -> Path:
+        return self.results_dir / "slices" / case
+
+    def slice_manifest(self, case: str) -> Path:
+        return self.slice_dir(case) / "manifest.csv"
+
+    def geometry(self, case: str) -> Path:
+        return self.slice_dir(case) / "geometry.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.results_dir / "slices" / "manifest.csv"
+
+    def model_dir(self, model: str) -> Path:
+        return self.results_dir / "models" / model
+
+    def weights(self, model: str) -> Path:
+        return self.model_dir(model) / "weights.pt"
+
+    def history(self, model: str) -> Path:
+        return self.model_dir(model) / "history.csv"
+
+    def prediction(self, method: str, case: str) -> Path:
+        return self.results_dir / "predictions" / method / f"{case}.nii.gz"
+
+    def prediction_info(self, method: str, case: str) -> Path:
+        return self.results_dir / "predictions" / method / f"{case}.json"
+
+    def per_case_metrics(self, method: str) -> Path:
+        return self.results_dir / "evaluation" / method / "per_case.csv"
+
+    def summary_metrics(self, method: str) -> Path:
+        return self.results_dir / "evaluation" / method / "summary.csv"
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.results_dir / "tables"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.results_dir / "figures"
+
+    def log(self, stage: str, name: str) -> Path:
+        return self.root / "logs" / self.dataset / stage / f"{name}.log"
+
+    def benchmark(self, stage: str, name: str) -> Path:
+        return self.root / "logs" / self.dataset / stage / f"{name}.benchmark.tsv"

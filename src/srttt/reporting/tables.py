@@ -1,0 +1,102 @@
+"""The main comparison table: methods x metrics, mean and standard deviation over cases."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from srttt.io.atomic import write_text
+
+logger = logging.getLogger(__name__)
+
+METHOD_NAMES = {
+    "baseline": "Synthetic only (baseline)",
+    "srttt_nottt": "SR-TTT, no TTT",
+    "srttt_ttt": "SR-TTT with TTT",
+}
+
+# (per-case column, table header, decimals); columns absent from the per-case CSV are skipped.
+MAIN_COLUMNS = [
+    ("tumour_dice", "Dice", 3),
+    ("tumour_assd_mm", "ASSD (mm)", 2),
+    ("tumour_msd_mm", "MSD (mm)", 2),
+    ("tumour_rmsd_mm", "RMSD (mm)", 2),
+    ("tumour_voe", "VOE", 3),
+    ("tumour_rvd", "RVD", 3),
+    ("lesion_recall_iou50", "Recall (IoU>0.5)", 3),
+    ("lesion_precision_iou50", "Precision (IoU>0.5)", 3),
+    ("liver_dice", "Liver Dice", 3),
+]
+
+
+def main_table(per_case: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Return one row per method with ``<metric> mean`` and ``<metric> std`` columns."""
+    rows = []
+    for method, frame in per_case.items():
+        row = {"method": method, "name": METHOD_NAMES.get(method, method), "cases": len(frame)}
+        for column, _, _ in MAIN_COLUMNS:
+            if column not in frame:
+                continue
+            values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+            row[f"{column} mean"] = float(np.mean(values)) if len(values) else float("nan")
+            row[f"{column} std"] = float(np.std(values, ddof=0)) if len(values) else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _formatted(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    headers = ["Method", "Cases"]
+    present = [(c, h, d) for c, h, d in MAIN_COLUMNS if f"{c} mean" in table]
+    headers += [h for _, h, _ in present]
+    body = []
+    for _, row in table.iterrows():
+        cells = [str(row["name"]), str(int(row["cases"]))]
+        for column, _, decimals in present:
+            cells.append(f"{row[f'{column} mean']:.{decimals}f} ± {row[f'{column} std']:.{decimals}f}")
+        body.append(cells)
+    return headers, body
+
+
+def to_markdown(table: pd.DataFrame, *, caption: str) -> str:
+    headers, body = _formatted(table)
+    lines = [f"{caption}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines) + "\n"
+
+
+def _latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
+        text = text.replace(char, escaped)
+    return text
+
+
+def to_latex(table: pd.DataFrame, *, caption: str) -> str:
+    headers, body = _formatted(table)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{_latex_escape(caption)}}}",
+        r"\begin{tabular}{l" + "r" * (len(headers) - 1) + "}",
+        r"\hline",
+        " & ".join(_latex_escape(h).replace(">", r"$>$") for h in headers) + r" \\",
+        r"\hline",
+    ]
+    for cells in body:
+        lines.append(" & ".join(_latex_escape(c).replace("±", r"$\pm$") for c in cells) + r" \\")
+    lines += [r"\hline", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(per_case: dict[str, pd.DataFrame], out_dir: Path, *, caption: str) -> list[Path]:
+    """Write ``main.csv``, ``main.md`` and ``main.tex`` to ``out_dir``; return their paths."""
+    table = main_table(per_case)
+    out_dir = Path(out_dir)
+    paths = [out_dir / "main.csv", out_dir / "main.md", out_dir / "main.tex"]
+    write_text(paths[0], table.to_csv(index=False))
+    write_text(paths[1], to_markdown(table, caption=caption))
+    write_text(paths[2], to_latex(table, caption=caption))
+    logger.info("tables written to %s", out_dir)
+    return paths

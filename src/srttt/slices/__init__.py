@@ -1,0 +1,1 @@
+"""NIfTI volumes to axial PNG slices and back."""

@@ -1,0 +1,1 @@
+"""Input normalisation, anisotropic diffusion and synthetic tumours painted into healthy liver slices."""

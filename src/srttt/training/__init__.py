@@ -1,0 +1,1 @@
+"""Training: loss terms and optimiser steps for SR-TTT and the synthetic-only baseline."""
