@@ -19,10 +19,11 @@ LIVER_LABEL = 5  # TotalSegmentator's liver label in example_seg.nii.gz
 # MedPy computes in float32 whatever the input dtype, so a float64 result
 # differs from it by float32 rounding only.
 FLOAT64_TOLERANCE = 1e-5
-# Options 2 and 3 agree bit for bit in float32. Option 1 differs by a few ulp
-# because torch's exp and numpy's exp round differently; 1e-6 covers 20
-# iterations on [0, 1] images with a margin of about 4.
-FLOAT32_TOLERANCE = 1e-6
+# Float32 tolerance per option. Options 2 and 3 agreed bit for bit with MedPy
+# on x86-64 CPU (30 seeds, 64x64, kappa 0.05 to 20). Option 1 differed by up
+# to 2e-6 with kappa 0.1, because torch's and numpy's exp round differently
+# and a small kappa amplifies the difference over 20 iterations.
+FLOAT32_TOLERANCE = {1: 1e-5, 2: 1e-6, 3: 1e-6}
 
 
 def medpy_reference(image: np.ndarray, niter: int, kappa: float, gamma: float, option: int) -> np.ndarray:
@@ -42,7 +43,7 @@ def test_random_images_match_medpy(option, kappa, seed, shape):
     assert result64.dtype == np.float64
     assert result32.dtype == np.float32
     assert np.abs(result64 - expected).max() < FLOAT64_TOLERANCE
-    assert np.abs(result32 - expected).max() < FLOAT32_TOLERANCE
+    assert np.abs(result32 - expected).max() < FLOAT32_TOLERANCE[option]
     # The filter must change the image, or matching MedPy proves nothing.
     assert np.abs(expected - image).max() > 0.05
 
@@ -56,7 +57,7 @@ def test_batch_matches_medpy_per_image(option):
     result = anisotropic_diffusion(torch.from_numpy(images), niter=5, kappa=0.3, gamma=0.15, option=option)
 
     assert result.shape == images.shape
-    assert np.abs(result.numpy() - expected).max() < FLOAT32_TOLERANCE
+    assert np.abs(result.numpy() - expected).max() < FLOAT32_TOLERANCE[option]
 
 
 def test_channel_axis_kept():
@@ -131,6 +132,6 @@ def test_ct_slices_match_medpy(example_liver_slices, option):
     result32 = anisotropic_diffusion(torch.from_numpy(example_liver_slices), option=option).numpy()
     result64 = anisotropic_diffusion(torch.from_numpy(example_liver_slices.astype(np.float64)), option=option).numpy()
 
-    assert np.abs(result32 - expected).max() < FLOAT32_TOLERANCE
+    assert np.abs(result32 - expected).max() < FLOAT32_TOLERANCE[option]
     assert np.abs(result64 - expected).max() < FLOAT64_TOLERANCE
     assert np.abs(expected - example_liver_slices).max() > 0.05

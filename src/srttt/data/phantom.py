@@ -547,6 +547,15 @@ def _make_liver_mask(grid, rng, body: _Body, layout: _Layout) -> np.ndarray:
     return ndimage.binary_opening(liver, structure=np.ones((3, 3, 1), dtype=bool))
 
 
+def _clear_edge_slices(liver: np.ndarray) -> np.ndarray:
+    """Remove liver from the top and bottom 6 % of axial slices (at least one each), so some slices have none."""
+    margin = max(1, int(round(0.06 * liver.shape[2])))
+    liver = liver.copy()
+    liver[:, :, :margin] = False
+    liver[:, :, -margin:] = False
+    return liver
+
+
 def _paint_gallbladder(canvas, grid, rng, liver: np.ndarray) -> np.ndarray:
     """Carve a fluid-filled gallbladder out of the inferior visceral surface of the liver."""
     if rng.random() < 0.3:
@@ -671,8 +680,8 @@ def _lesion_field(rng, offsets_mm: np.ndarray, diameter: float) -> np.ndarray:
     return field
 
 
-def _paint_tumours(canvas, grid: _Grid, rng, liver: np.ndarray, liver_hu: float) -> np.ndarray:
-    """Paint 1-5 hypodense tumours inside the liver; return their mask."""
+def _paint_tumours(canvas, grid: _Grid, rng, liver: np.ndarray, liver_hu: float) -> tuple[np.ndarray, int]:
+    """Paint 1-5 hypodense tumours inside the liver; return (tumour mask, number painted)."""
     spacing = np.asarray(grid.spacing)
     box = _bounding_box(liver, margin=1)
     origin_index = np.array([s.start for s in box])
@@ -698,7 +707,9 @@ def _paint_tumours(canvas, grid: _Grid, rng, liver: np.ndarray, liver_hu: float)
         field = field + rng.uniform(0.05, 0.2) * _smooth_noise(rng, field.shape, spacing, max(3.0, diameter / 3))
         _paint_one_tumour(canvas, rng, field, diameter, local_box, liver, liver_hu, tumours)
     logger.debug("painted %d of %d requested tumours", len(placed), n_wanted)
-    return tumours
+    if not placed:
+        raise PhantomError(f"no room for a tumour in a liver of {int(liver.sum())} voxels; use a larger shape")
+    return tumours, len(placed)
 
 
 def _pick_lesion_center(rng, depth_mm, diameter, placed, spacing):
@@ -888,7 +899,10 @@ def make_phantom(seed: int, *, shape=(256, 256, 40), spacing_mm=(1.5, 1.5, 4.0),
     vessel_hu = liver_hu + rng.uniform(50, 90)
     canvas.hu += (vessel_hu - canvas.hu) * vessel_weight * liver
     canvas.tissue[vessels] = Tissue.HEPATIC_VESSEL
-    tumours = _paint_tumours(canvas, grid, rng, liver, liver_hu) if lesions else np.zeros(shape, dtype=bool)
+    tumours = np.zeros(shape, dtype=bool)
+    n_lesions = 0
+    if lesions:
+        tumours, n_lesions = _paint_tumours(canvas, grid, rng, liver, liver_hu)
 
     # Bowel fills the free cavity below the liver; lungs sit above the diaphragm.
     free = body.cavity & (canvas.tissue == Tissue.FAT) & below_diaphragm
@@ -901,7 +915,6 @@ def make_phantom(seed: int, *, shape=(256, 256, 40), spacing_mm=(1.5, 1.5, 4.0),
     label = np.zeros(shape, dtype=np.uint8)
     label[vessels & ~tumours] = VESSEL_LABEL
     label[tumours] = TUMOUR_LABEL
-    n_lesions = _count_painted(tumours)
     return PhantomCase(
         ct=ct,
         label=label,

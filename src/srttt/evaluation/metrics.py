@@ -280,21 +280,19 @@ def distance_penalty(shape: Sequence[int], spacing: Sequence[float]) -> float:
 
 
 def _union_crop(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Crop both masks to their union bounding box padded by one background voxel.
+    """Crop both masks to the bounding box of their union.
 
-    The pad makes the erosion see background next to every mask voxel on the
-    crop border. That is exact: inside the volume the neighbours outside the
-    union box are background, and at the array border MedPy's erosion treats
-    the outside as background too. Cropping cannot change distances because
-    every surface voxel lies inside the crop.
+    Cropping changes no distance. The erosion in ``_surface`` treats voxels
+    outside the crop as background, which they are in the full volume (the
+    box holds every mask voxel) and which MedPy assumes at the array border.
+    And every surface voxel, so every nearest surface voxel, lies in the crop.
     """
     box = ndimage.find_objects((a | b).astype(np.uint8))[0]
-    a_crop = np.pad(a[box], 1, mode="constant", constant_values=False)
-    b_crop = np.pad(b[box], 1, mode="constant", constant_values=False)
-    return a_crop, b_crop
+    return a[box], b[box]
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
+    """Mark the voxels of ``mask`` that have a face neighbour outside it (or outside the array)."""
     cross = ndimage.generate_binary_structure(mask.ndim, 1)
     return mask ^ ndimage.binary_erosion(mask, structure=cross, border_value=0)
 
@@ -494,9 +492,9 @@ def score_lesion_groups(
 ) -> list[MaskComparison]:
     """Score each group's predicted lesions against its reference lesions.
 
-    Each group is scored inside the bounding box of its lesions, which gives
-    the same values as the whole volume because the surface distances pad
-    the crop with background.
+    Each group is scored inside the bounding box of its lesions. This gives
+    the same values as the whole volume, for the reason given in
+    ``_union_crop``; other lesions inside the box are masked out.
     """
     pred_boxes = ndimage.find_objects(pred_labels)
     ref_boxes = ndimage.find_objects(ref_labels)

@@ -167,7 +167,8 @@ def _fit_ellipse(region: np.ndarray) -> np.ndarray | None:
     """Fill the least-squares ellipse fitted to the outer contour of ``region``.
 
     Returns a boolean mask of the region's shape, or None when the contour has
-    fewer than 5 points or the fit is degenerate.
+    fewer than 5 distinct points or the fit is degenerate (not finite, or an
+    axis longer than the image diagonal).
     """
     # The padding closes contours of regions that touch the image border.
     padded = np.pad(region, 1).astype(np.float32)
@@ -175,10 +176,14 @@ def _fit_ellipse(region: np.ndarray) -> np.ndarray | None:
     if not contours:
         return None
     contour = max(contours, key=len) - 1.0
-    if len(contour) < MIN_CONTOUR_POINTS:
+    # A closed contour repeats its first point, so count distinct points.
+    if len(np.unique(contour, axis=0)) < MIN_CONTOUR_POINTS:
         return None
 
-    model = measure.EllipseModel.from_estimate(contour)
+    # Degenerate point sets make the estimator divide by zero; the checks
+    # below reject the non-finite result.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        model = measure.EllipseModel.from_estimate(contour)
     if not model:
         return None
     center_row, center_col = model.center
