@@ -46,4 +46,5 @@ def final_outputs():
     outputs.append(L.figures_dir / "dice_per_case.png")
     outputs += [L.figures_dir / f"overlay_{case}.png" for case in TEST_CASES]
     outputs += [L.per_case_metrics(m) for m in METHODS]
+    outputs += [L.dataset_json, L.case_sheet]
     return [str(p) for p in outputs]

@@ -5,6 +5,7 @@ rule evaluate:
     input:
         predictions=lambda w: [L.prediction(w.method, c) for c in TEST_CASES],
         labels=[L.label(c) for c in TEST_CASES],
+        reference_livers=[L.reference_liver(c) for c in TEST_CASES],
     output:
         per_case=pattern(L.per_case_metrics, "method"),
         summary=pattern(L.summary_metrics, "method"),

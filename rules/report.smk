@@ -5,6 +5,9 @@ rule report:
     input:
         per_case=[L.per_case_metrics(m) for m in METHODS],
         predictions=[L.prediction(m, c) for m in METHODS for c in TEST_CASES],
+        images=[L.image(c) for c in TEST_CASES],
+        labels=[L.label(c) for c in TEST_CASES],
+        livers=[L.liver_mask(c) for c in TEST_CASES],
     output:
         tables=[str(L.tables_dir / f"main.{ext}") for ext in ("csv", "md", "tex")],
         dice=str(L.figures_dir / "dice_per_case.png"),

@@ -138,7 +138,7 @@ def test_shifted_cube_msd_analytic(axis, shift):
     # surface, and B's first-face voxel with the same other indices is exactly
     # that far. Every other surface voxel of A has a B surface voxel within n
     # steps along `axis` (B's sides and last face), so no distance is larger.
-    # The same holds from B to A by symmetry: MSD = n * spacing[axis].
+    # The same is true from B to A by symmetry: MSD = n * spacing[axis].
     # Overlap: Dice = (6 - n) / 6 and Jaccard = (6 - n) / (6 + n).
     shape = (16, 16, 16)
     spacing = (0.7, 0.9, 2.5)
@@ -157,8 +157,9 @@ def test_shifted_cube_msd_analytic(axis, shift):
 def test_concentric_spheres_distance(spacing):
     # Balls of radius 4 mm and 7 mm around one centre: every point of one
     # sphere is 3 mm from the other sphere, so ASSD = MSD = RMSD = 3 mm in the
-    # continuum. Digitising moves each surface voxel by less than one voxel
-    # diagonal, and the tolerance allows one voxel along the coarsest axis.
+    # continuum. A surface voxel of a digitised ball lies less than one voxel
+    # step inside the continuous sphere, so the tolerance is one step along
+    # the coarsest axis.
     shape = (36, 36, 24)
     inner = sphere_mm(shape, spacing, 4.0)
     outer = sphere_mm(shape, spacing, 7.0)

@@ -1,11 +1,12 @@
 """Procedural abdominal CT phantoms for the embedded demo dataset.
 
-``make_phantom`` paints one contrast-enhanced abdominal CT volume from a seed:
-body wall (skin, subcutaneous fat, muscle, ribs), spine, aorta, inferior vena
-cava, kidneys, spleen, stomach, pancreas, bowel, lung bases and heart above
-the diaphragm, and a liver with branching hepatic vessels and, on request,
-hypodense tumours. Labels follow the MSD Task08 convention (0 background,
-1 hepatic vessel, 2 tumour) and a separate reference liver label is returned.
+``make_phantom`` paints one contrast-enhanced abdominal CT volume from a seed.
+It contains the body wall (skin, subcutaneous fat, muscle, ribs), spine,
+aorta, inferior vena cava, kidneys, spleen, stomach, pancreas and bowel. The
+lung bases and heart lie above the diaphragm. The liver carries branching
+hepatic vessels and, on request, hypodense tumours. Labels follow the MSD
+Task08 convention (0 background, 1 hepatic vessel, 2 tumour), and a separate
+reference liver label is returned.
 
 Array contract: every array is indexed ``(I, J, K)`` as nibabel stores it.
 The affine is LPS in nibabel's axis codes: ``I`` runs toward the patient's
@@ -29,6 +30,7 @@ import os
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from srttt.io.nifti import Geometry, save_volume
 
@@ -172,7 +174,7 @@ def _smooth_noise(rng: np.random.Generator, shape, spacing, scale_mm: float) -> 
     """Draw a smooth random field of unit standard deviation, float32, with correlation length ``scale_mm``.
 
     White noise on a coarse lattice (one node per ``scale_mm``) is smoothed and
-    interpolated to ``shape``; ``spacing`` is the voxel size in mm per axis.
+    interpolated to ``shape``. ``spacing`` is the voxel size in mm per axis.
     """
     coarse_shape = [max(4, int(np.ceil(n * s / scale_mm)) + 3) for n, s in zip(shape, spacing)]
     field = ndimage.gaussian_filter(rng.standard_normal(coarse_shape), 0.7, mode="wrap").astype(np.float32)
@@ -212,6 +214,11 @@ def _segment_distance(grid: _Grid, start, end) -> np.ndarray:
     return np.sqrt((px - along * direction[0]) ** 2 + (py - along * direction[1]) ** 2 + (pz - along * direction[2]) ** 2)
 
 
+def _volume(grid: _Grid, mask: np.ndarray) -> np.ndarray:
+    """Broadcast an in-plane mask (I, J, 1) to the full (I, J, K) grid."""
+    return np.broadcast_to(mask, grid.shape)
+
+
 def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     """Return the slices of the box around ``mask`` grown by ``margin`` voxels, clipped to the array."""
     box = []
@@ -245,7 +252,7 @@ class _Canvas:
 
 @dataclasses.dataclass
 class _Body:
-    """Body outline and wall layers; depth arrays are anatomy mm from the skin, (I, J, K)."""
+    """Body outline and wall layers. ``depth`` is the distance from the skin in anatomy mm, (I, J, K)."""
 
     inside: np.ndarray
     depth: np.ndarray
@@ -253,6 +260,7 @@ class _Body:
     wall_end: np.ndarray
     center_y: float
     half_depth: float
+    muscle_hu: float
 
     @property
     def cavity(self) -> np.ndarray:
@@ -279,10 +287,10 @@ class _Layout:
 def _paint_table(canvas: _Canvas, grid: _Grid, top_y: float) -> None:
     """Paint the scanner couch: a curved plastic shell posterior to the body."""
     curve = top_y + 0.0009 * grid.x**2
-    shell = (grid.y > curve) & (grid.y < curve + 6) & (np.abs(grid.x) < 170) & (grid.z > -1e9)
-    canvas.paint(shell, Tissue.TABLE, -200.0, 20.0)
-    core = (grid.y >= curve + 6) & (grid.y < curve + 30) & (np.abs(grid.x) < 160) & (grid.z > -1e9)
-    canvas.paint(core, Tissue.TABLE, -900.0, 10.0)
+    shell = (grid.y > curve) & (grid.y < curve + 6) & (np.abs(grid.x) < 170)
+    canvas.paint(_volume(grid, shell), Tissue.TABLE, -200.0, 20.0)
+    core = (grid.y >= curve + 6) & (grid.y < curve + 30) & (np.abs(grid.x) < 160)
+    canvas.paint(_volume(grid, core), Tissue.TABLE, -900.0, 10.0)
 
 
 def _paint_body(canvas: _Canvas, grid: _Grid, rng: np.random.Generator) -> _Body:
@@ -292,8 +300,8 @@ def _paint_body(canvas: _Canvas, grid: _Grid, rng: np.random.Generator) -> _Body
     center_y = rng.uniform(-10, 6)
     widening = rng.uniform(0.0, 0.07)
     exponent_front = rng.uniform(1.9, 2.2)
-    exponent_back = rng.uniform(2.4, 3.2)
-    harmonics = rng.normal(0.0, 0.018, size=4)
+    exponent_back = rng.uniform(2.2, 2.8)
+    harmonics = rng.normal(0.0, 0.012, size=4)
     phases = rng.uniform(0, 2 * np.pi, size=4)
 
     a = half_width * (1 + widening * (-grid.z / 80.0))
@@ -312,25 +320,24 @@ def _paint_body(canvas: _Canvas, grid: _Grid, rng: np.random.Generator) -> _Body
     anterior = np.clip(-np.sin(theta), 0, 1)
     fat_thickness = fat0 * (0.55 + 0.45 * anterior + 0.25 * np.abs(np.cos(theta))) * (1 + 0.15 * np.cos(3 * theta + phases[0]))
     muscle_thickness = rng.uniform(8, 14) * (1.0 + 0.3 * anterior)
-    fat_end = 2.0 + fat_thickness + 0 * grid.z
+    fat_end = 2.0 + fat_thickness
     wall_end = fat_end + muscle_thickness
 
     canvas.paint(inside, Tissue.FAT, rng.uniform(-105, -90), 6.0)
     skin = inside & (depth < 2.0)
     canvas.paint(skin, Tissue.SKIN, rng.uniform(20, 45), 5.0)
     muscle = inside & (depth >= fat_end) & (depth < wall_end)
-    # Linea alba and the fat plane between the lateral abdominal muscles.
-    linea_alba = (np.abs(grid.x) < 4) & (dy < 0)
-    oblique_plane = (np.abs(depth - (fat_end + 0.5 * muscle_thickness)) < 0.8) & (np.abs(np.cos(theta)) > 0.6)
-    muscle &= ~linea_alba & ~oblique_plane
-    canvas.paint(muscle, Tissue.MUSCLE, rng.uniform(45, 60), 4.0)
-    return _Body(inside=inside, depth=depth, fat_end=fat_end, wall_end=wall_end, center_y=center_y, half_depth=half_depth)
+    # The linea alba splits the rectus muscles at the anterior midline.
+    muscle &= ~((np.abs(grid.x) < 2.5) & (dy < 0))
+    muscle_hu = rng.uniform(45, 60)
+    canvas.paint(muscle, Tissue.MUSCLE, muscle_hu, 4.0)
+    return _Body(inside, depth, fat_end, wall_end, center_y, half_depth, muscle_hu)
 
 
 def _paint_spine(canvas: _Canvas, grid: _Grid, rng: np.random.Generator, body: _Body) -> float:
     """Paint vertebrae, discs, spinal canal, paraspinal muscles and psoas; return the vertebral body centre y."""
     spine_y = body.center_y + body.half_depth - rng.uniform(62, 76)
-    muscle_hu = float(np.median(canvas.hu[canvas.tissue == Tissue.MUSCLE])) if np.any(canvas.tissue == Tissue.MUSCLE) else 50.0
+    muscle_hu = body.muscle_hu
 
     paraspinal = np.zeros(grid.shape, dtype=bool)
     for side in (-1, 1):
@@ -361,31 +368,37 @@ def _paint_spine(canvas: _Canvas, grid: _Grid, rng: np.random.Generator, body: _
     mid_level = (phase > 0.35) & (phase < 0.85)
     arch = (arch_q < 1) & (grid.y > spine_y + 16)
     spinous = (np.abs(grid.x) < 4) & (grid.y > canal_y + 10) & (grid.y < canal_y + 42 - 14 * np.abs(phase - 0.6))
-    transverse = (np.abs(grid.y - canal_y + 2) < 5) & (np.abs(grid.x) < 52) & (phase > 0.45) & (phase < 0.75)
+    transverse_y = canal_y - 4 + 0.25 * np.abs(grid.x)
+    transverse = (np.abs(grid.y - transverse_y) < 4.5 - 0.05 * np.abs(grid.x)) & (np.abs(grid.x) < 42) & (phase > 0.45) & (phase < 0.75)
     canvas.paint((arch | spinous | transverse) & mid_level & body.inside, Tissue.CORTICAL_BONE, 0.8 * cortex_hu, 30.0)
     canvas.paint(canal_q < 1, Tissue.CSF, rng.uniform(5, 20), 3.0)
     return spine_y
 
 
 def _paint_ribs(canvas: _Canvas, grid: _Grid, rng: np.random.Generator, body: _Body) -> None:
-    """Paint rib cross-sections and anterior costal cartilage inside the upper muscle wall."""
+    """Paint oblique rib cross-sections (oval bone with a cortical shell) and anterior costal cartilage."""
     dy = grid.y - body.center_y
     theta = np.arctan2(dy, grid.x)
-    count = rng.integers(9, 12)
-    tilt = rng.uniform(0.03, 0.05)
-    pattern = np.cos(count * theta + rng.uniform(0, 2 * np.pi) + tilt * grid.z * (1 + 0.2 * np.cos(theta)))
-    segment = pattern > 0.35
-    band_start = body.fat_end + 1.0
-    band = (body.depth > band_start) & (body.depth < band_start + 9.0)
+    count = int(rng.integers(13, 17))
+    tilt = rng.uniform(0.025, 0.04)
+    # A slow angular wobble makes the rib spacing irregular.
+    angle = count * theta + rng.uniform(0, 2 * np.pi) + 0.9 * np.sin(2 * theta + rng.uniform(0, 2 * np.pi))
+    pattern = np.cos(angle + tilt * grid.z * (1 + 0.3 * np.cos(theta)))
+    threshold = 0.55
+    along = np.clip((pattern - threshold) / (1 - threshold), 0, 1)
+    half_thickness = rng.uniform(3.0, 4.0)
+    middle = body.fat_end + 0.55 * (body.wall_end - body.fat_end)
+    across = ((body.depth - middle) / half_thickness) ** 2
+    ellipse = across / np.maximum(along, 1e-3)
     # Anterior ribs appear only in the upper slices; the lowest ribs are lateral.
     anterior_angle = np.abs(theta + np.pi / 2)
     anterior_gap = np.deg2rad(np.clip(70 - 0.45 * (grid.z + 45), 22, 80))
     posterior_angle = np.abs(theta - np.pi / 2)
-    sector = (posterior_angle > np.deg2rad(28)) & (grid.z > -45)
-    rib = band & segment & sector & body.inside
+    sector = (posterior_angle > np.deg2rad(30)) & (grid.z > -45) & body.inside
+    rib = (ellipse < 1) & (along > 0) & sector
     bone = rib & (anterior_angle > anterior_gap)
     cartilage = rib & (anterior_angle <= anterior_gap) & (grid.z > 20)
-    shell = (pattern < 0.5) | (body.depth < band_start + 1.6) | (body.depth > band_start + 7.4)
+    shell = ellipse > 0.35
     canvas.paint(bone & shell, Tissue.CORTICAL_BONE, rng.uniform(550, 800), 30.0)
     canvas.paint(bone & ~shell, Tissue.MARROW, rng.uniform(200, 280), 20.0)
     canvas.paint(cartilage, Tissue.CARTILAGE, rng.uniform(100, 160), 10.0)
@@ -397,17 +410,17 @@ def _paint_ribs(canvas: _Canvas, grid: _Grid, rng: np.random.Generator, body: _B
 def _paint_great_vessels(canvas: _Canvas, grid: _Grid, rng: np.random.Generator, spine_y: float, aorta_hu: float):
     """Paint the aorta, inferior vena cava, oesophagus and SMA; return (aorta, ivc) geometry."""
     aorta = (rng.uniform(10, 20), spine_y - rng.uniform(28, 34), rng.uniform(10, 13))
-    q = ((grid.x - aorta[0]) ** 2 + (grid.y - aorta[1]) ** 2) / aorta[2] ** 2 + 0 * grid.z
-    canvas.paint(q < (1 + 2.5 / aorta[2]) ** 2, Tissue.MUSCLE, 45.0, 3.0)
-    canvas.paint(q < 1, Tissue.AORTA, aorta_hu, 4.0)
+    q = ((grid.x - aorta[0]) ** 2 + (grid.y - aorta[1]) ** 2) / aorta[2] ** 2
+    canvas.paint(_volume(grid, q < (1 + 2.5 / aorta[2]) ** 2), Tissue.MUSCLE, 45.0, 3.0)
+    canvas.paint(_volume(grid, q < 1), Tissue.AORTA, aorta_hu, 4.0)
 
     ivc = (-rng.uniform(20, 26), spine_y - rng.uniform(24, 32), rng.uniform(11, 15), rng.uniform(8, 11))
     q = _ellipsoid(grid, (ivc[0], ivc[1], 0), (ivc[2], ivc[3], 1e6))
     canvas.paint(q < 1, Tissue.VEIN, rng.uniform(95, 130), 4.0)
 
-    sma_q = ((grid.x - aorta[0] + 6) ** 2 + (grid.y - aorta[1] + 18) ** 2) / 16.0 + 0 * grid.z
+    sma_q = ((grid.x - aorta[0] + 6) ** 2 + (grid.y - aorta[1] + 18) ** 2) / 16.0
     canvas.paint((sma_q < 1) & (grid.z < -5), Tissue.AORTA, aorta_hu, 4.0)
-    oesophagus = ((grid.x - 8) ** 2 + (grid.y - aorta[1] + 16) ** 2) / 64.0 + 0 * grid.z
+    oesophagus = ((grid.x - 8) ** 2 + (grid.y - aorta[1] + 16) ** 2) / 64.0
     canvas.paint((oesophagus < 1) & (grid.z > 45), Tissue.MUSCLE, 40.0, 3.0)
     return aorta, ivc
 
@@ -439,29 +452,32 @@ def _paint_kidneys(canvas: _Canvas, grid: _Grid, rng: np.random.Generator, spine
 
 def _diaphragm_height(grid: _Grid, rng: np.random.Generator, liver_top: float) -> np.ndarray:
     """Return the diaphragm height z (anatomy mm) over the axial plane, (I, J, 1); two domes, right higher."""
-    right = liver_top + 3 - 62 * (((grid.x + 70) / 115) ** 2 + ((grid.y + 5) / 95) ** 2)
+    right = liver_top + 3 - 75 * ((grid.x + 70) / 115) ** 2 - 55 * ((grid.y + 5) / 95) ** 2
     left_top = liver_top + 3 - rng.uniform(6, 16)
-    left = left_top - 62 * (((grid.x - 70) / 115) ** 2 + ((grid.y + 5) / 95) ** 2)
-    return np.maximum(right, left).astype(np.float32)
+    left = left_top - 75 * ((grid.x - 70) / 115) ** 2 - 55 * ((grid.y + 5) / 95) ** 2
+    # The central tendon under the heart sits a little below the domes.
+    central = liver_top - 10 - 45 * ((grid.x / 120) ** 2 + ((grid.y + 5) / 95) ** 2)
+    return np.maximum(np.maximum(right, left), central).astype(np.float32)
 
 
 def _paint_spleen(canvas, grid, rng, body: _Body, below_diaphragm, spine_y) -> np.ndarray:
-    center = (rng.uniform(88, 105), spine_y + rng.uniform(-5, 10), rng.uniform(15, 30))
+    """Paint the spleen as a crescent that follows the left posterolateral body wall."""
+    center = (rng.uniform(90, 110), spine_y + rng.uniform(-10, 10), rng.uniform(15, 30))
     size = rng.uniform(0.8, 1.15)
-    q = _ellipsoid(grid, center, (30 * size, 55 * size, 45 * size), -rng.uniform(25, 45))
-    hollow = _ellipsoid(grid, (center[0] - 45, center[1] - 15, center[2]), (35, 45, 70)) < 1
-    spleen = (q < 1) & ~hollow & body.cavity & below_diaphragm
+    q = _ellipsoid(grid, center, (40 * size, 60 * size, 45 * size), -rng.uniform(30, 50))
+    thickness = rng.uniform(30, 42) * size
+    spleen = (q < 1) & (body.depth < body.wall_end + 1.5 + thickness) & body.cavity & below_diaphragm
     canvas.paint(spleen, Tissue.SPLEEN, rng.uniform(45, 50), 3.0)
     return spleen
 
 
-def _paint_stomach(canvas, grid, rng, body: _Body, below_diaphragm) -> np.ndarray:
+def _paint_stomach(canvas, grid, rng, body: _Body, below_diaphragm, pancreas) -> np.ndarray:
     """Paint the stomach: enhancing wall, fluid content and an anterior gas cap (patient supine)."""
     size = rng.uniform(0.65, 1.1)
-    center = (rng.uniform(45, 65), rng.uniform(-45, -20), rng.uniform(10, 30))
-    radii = (45 * size, 38 * size, 38 * size)
+    center = (rng.uniform(45, 65), rng.uniform(-55, -35), rng.uniform(12, 30))
+    radii = (45 * size, 36 * size, 38 * size)
     q = _ellipsoid(grid, center, radii, rng.uniform(-30, 10))
-    stomach = (q < 1) & body.cavity & below_diaphragm
+    stomach = (q < 1) & body.cavity & below_diaphragm & ~ndimage.binary_dilation(pancreas, iterations=2)
     lumen = q < (1 - 4.0 / radii[1]) ** 2
     canvas.paint(stomach, Tissue.STOMACH_WALL, rng.uniform(60, 90), 5.0)
     canvas.paint(stomach & lumen, Tissue.STOMACH_CONTENT, rng.uniform(5, 25), 6.0)
@@ -480,7 +496,8 @@ def _paint_pancreas(canvas, grid, rng, spine_y) -> np.ndarray:
     radius = 9 + 6 * np.clip((10 - grid.x) / 40, 0, 1)
     z_centre = rng.uniform(-15, -2) + 0.15 * (grid.x - head[0])
     in_range = (grid.x > head[0] - 12) & (grid.x < tail[0])
-    pancreas = in_range & (np.abs(grid.y - centre_y) < radius) & (np.abs(grid.z - z_centre) < rng.uniform(10, 14))
+    half_height = rng.uniform(10, 14)
+    pancreas = in_range & (((grid.y - centre_y) / radius) ** 2 + ((grid.z - z_centre) / half_height) ** 2 < 1)
     canvas.paint(pancreas, Tissue.PANCREAS, rng.uniform(38, 48), 8.0)
     return pancreas
 
@@ -498,9 +515,10 @@ def _liver_field(grid: _Grid, rng: np.random.Generator, spine_y: float, top: flo
     """Return a signed field (< 0 inside) of the liver: right lobe smoothly joined to the left lobe."""
     size = rng.uniform(0.9, 1.1)
     widest = rng.uniform(0.0, 20.0)
-    # Right lobe: cross-sections shrink toward the dome and taper toward the
-    # inferior tip, which lies lateral and posterior (segment 6).
-    u_up = np.clip((grid.z - widest) / (top + 8 - widest), 0, 1)
+    # Right lobe: cross-sections taper toward the inferior tip, which lies
+    # lateral and posterior (segment 6). The lobe reaches past ``top`` so the
+    # diaphragm dome, not this profile, shapes the liver's upper surface.
+    u_up = np.clip((grid.z - widest) / (top + 25 - widest), 0, 1)
     u_down = np.clip((widest - grid.z) / (widest - bottom), 0, 1)
     profile = np.sqrt(np.clip(1 - u_up**2, 0, 1)) * np.clip(1 - u_down**2, 0, 1) ** 0.9
     cx = -rng.uniform(70, 80) - 22 * u_down
@@ -524,7 +542,7 @@ def _liver_field(grid: _Grid, rng: np.random.Generator, spine_y: float, top: flo
     field = _smooth_min(right, left, 0.3)
     field += 0.09 * _smooth_noise(rng, grid.shape, grid.anatomy_spacing, 45.0)
     # Visceral surface: the medial-posterior notch for the IVC, duodenum and kidney.
-    notch = np.sqrt(((grid.x + 10) / 32) ** 2 + ((grid.y - spine_y + 20) / 42) ** 2 + 0 * grid.z) - 1
+    notch = np.sqrt(((grid.x + 10) / 32) ** 2 + ((grid.y - spine_y + 20) / 42) ** 2) - 1
     return np.maximum(field, -notch)
 
 
@@ -539,10 +557,10 @@ def _keep_largest_component(mask: np.ndarray) -> np.ndarray:
 
 def _make_liver_mask(grid, rng, body: _Body, layout: _Layout) -> np.ndarray:
     field = _liver_field(grid, rng, layout.spine_y, layout.liver_top, layout.liver_bottom)
-    below = grid.z < layout.diaphragm - 4.0
+    below = grid.z < layout.diaphragm
     # Organs push the liver aside with a thin fat plane in between.
     occupied = ndimage.binary_dilation(layout.occupied, structure=np.ones((3, 3, 1), dtype=bool))
-    liver = (field < 0) & below & body.inside & (body.depth > body.wall_end + 1.5) & ~occupied
+    liver = (field < 0) & below & body.inside & (body.depth > body.wall_end) & ~occupied
     liver = _keep_largest_component(liver)
     return ndimage.binary_opening(liver, structure=np.ones((3, 3, 1), dtype=bool))
 
@@ -570,41 +588,75 @@ def _paint_gallbladder(canvas, grid, rng, liver: np.ndarray) -> np.ndarray:
 # -- Hepatic vessels -------------------------------------------------------------
 
 
-def _grow_tree(rng, points_mm: np.ndarray, root: np.ndarray, radius: float, length: float, depth: int, segments: list) -> None:
-    """Grow a vessel tree from ``root`` toward random liver points, appending (start, control, end, r0, r1) segments.
+def _grow_tree(rng, attractors: np.ndarray, root: np.ndarray, *, step: float, influence: float, kill: float) -> tuple[np.ndarray, np.ndarray]:
+    """Grow a vessel tree from ``root`` by space colonisation; return (node positions (N, 3), parent index (N,)).
 
-    ``points_mm`` are liver voxel positions in physical mm (N, 3); each branch
-    heads for a liver point at about ``length`` mm, so branches stay inside a
-    roughly convex liver.
+    ``attractors`` are liver positions in physical mm (M, 3). In each
+    iteration every attractor pulls the tree node nearest to it, if that node
+    is within ``influence`` mm. Each pulled node grows one ``step`` toward the
+    mean pull direction, and attractors within ``kill`` mm of a node are
+    consumed. The tree therefore fills the liver with branches that split
+    where attractors diverge. The root has
+    parent -1; a child always has a larger index than its parent.
     """
-    if depth > 4 or radius < 1.0:
-        return
-    distance = np.linalg.norm(points_mm - root, axis=1)
-    candidates = np.flatnonzero((distance > 0.6 * length) & (distance < 1.4 * length))
-    if candidates.size == 0:
-        return
-    n_children = 3 if depth == 0 else int(rng.choice([2, 2, 3]))
-    for target_index in rng.choice(candidates, size=min(n_children, candidates.size), replace=False):
-        end = points_mm[target_index]
-        middle = 0.5 * (root + end) + rng.normal(0.0, 0.12 * length, size=3)
-        child_radius = radius * rng.uniform(0.62, 0.78)
-        segments.append((root, middle, end, radius, child_radius))
-        _grow_tree(rng, points_mm, end, child_radius, length * rng.uniform(0.6, 0.75), depth + 1, segments)
+    nodes = [np.asarray(root, dtype=float)]
+    parents = [-1]
+    alive = np.linalg.norm(attractors - root, axis=1) > kill
+    for _ in range(400):
+        if not alive.any():
+            break
+        node_array = np.asarray(nodes)
+        tree = cKDTree(node_array)
+        targets = attractors[alive]
+        distance, nearest = tree.query(targets, distance_upper_bound=influence)
+        pulled = np.isfinite(distance)
+        if not pulled.any():
+            # Bridge a gap: grow the node closest to any attractor toward it.
+            distance, nearest = tree.query(targets)
+            pulled = np.zeros(len(targets), dtype=bool)
+            pulled[int(np.argmin(distance))] = True
+        pull = targets[pulled] - node_array[nearest[pulled]]
+        pull /= np.maximum(np.linalg.norm(pull, axis=1, keepdims=True), 1e-6)
+        summed = np.zeros_like(node_array)
+        np.add.at(summed, nearest[pulled], pull)
+        strength = np.linalg.norm(summed, axis=1)
+        growing = np.flatnonzero(strength > 1e-3)
+        direction = summed[growing] / strength[growing, None] + rng.normal(0.0, 0.15, size=(len(growing), 3))
+        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+        new_nodes = node_array[growing] + step * direction
+        # A node pulled equally from both sides would respawn in place; drop such repeats.
+        gap, _ = tree.query(new_nodes)
+        keep = gap > 0.3 * step
+        if not keep.any():
+            break
+        nodes.extend(new_nodes[keep])
+        parents.extend(growing[keep].tolist())
+        consumed, _ = cKDTree(new_nodes[keep]).query(attractors)
+        alive &= consumed > kill
+    return np.asarray(nodes), np.asarray(parents)
+
+
+def _pipe_radii(parents: np.ndarray, leaf_radius: float) -> np.ndarray:
+    """Assign each node the radius of the vessel entering it by Murray's law (r^3 of a parent = sum over its children)."""
+    cubed = np.zeros(len(parents))
+    radius = np.zeros(len(parents))
+    for node in range(len(parents) - 1, -1, -1):
+        radius[node] = max(leaf_radius, cubed[node] ** (1 / 3))
+        if parents[node] >= 0:
+            cubed[parents[node]] += radius[node] ** 3
+    return radius
 
 
 def _rasterise_vessels(segments, spacing, box_shape, box_origin_mm) -> tuple[np.ndarray, np.ndarray]:
-    """Rasterise quadratic-Bezier tube segments into a box; return (mask, soft weight in [0, 1])."""
+    """Rasterise straight tube segments (start, end, radius) in mm into a box and return (mask, soft weight in [0, 1])."""
     spacing = np.asarray(spacing)
     seeds_radius = np.zeros(box_shape, dtype=np.float32)
-    for start, control, end, r0, r1 in segments:
-        n_points = int(np.ceil(np.linalg.norm(end - start) / 0.5)) + 2
-        t = np.linspace(0.0, 1.0, n_points)[:, None]
-        points = (1 - t) ** 2 * start + 2 * (1 - t) * t * control + t**2 * end
-        radii = (r0 + (r1 - r0) * t[:, 0]).astype(np.float32)
+    for start, end, radius in segments:
+        t = np.linspace(0.0, 1.0, int(np.ceil(np.linalg.norm(end - start) / 0.5)) + 2)[:, None]
+        points = start + t * (end - start)
         index = np.rint((points - box_origin_mm) / spacing).astype(np.intp)
         inside = np.all((index >= 0) & (index < np.array(box_shape)), axis=1)
-        index, radii = index[inside], radii[inside]
-        np.maximum.at(seeds_radius, tuple(index.T), radii)
+        np.maximum.at(seeds_radius, tuple(index[inside].T), np.float32(radius))
     if not np.any(seeds_radius > 0):
         empty = np.zeros(box_shape, dtype=bool)
         return empty, empty.astype(np.float32)
@@ -622,29 +674,42 @@ def _hepatic_vessels(grid: _Grid, rng, liver: np.ndarray, layout: _Layout) -> tu
     origin_index = np.array([s.start for s in box])
     liver_box = liver[box]
     coordinates = np.argwhere(liver_box)
-    sample = coordinates[rng.choice(len(coordinates), size=min(4000, len(coordinates)), replace=False)]
+    sample = coordinates[rng.choice(len(coordinates), size=min(20000, len(coordinates)), replace=False)]
     points_mm = (sample + origin_index) * spacing
-    liver_extent = float(np.ptp(points_mm, axis=0)[:2].max())
 
     def nearest_liver_point(anatomy_xyz) -> np.ndarray:
         target = _anatomy_to_index_mm(grid, anatomy_xyz)
         return points_mm[np.argmin(np.linalg.norm(points_mm - target, axis=1))]
 
-    segments: list = []
     # Portal vein enters at the hilum (inferior, medial); hepatic veins drain
-    # to the IVC near the dome (superior, posterior).
+    # to the IVC near the dome (superior, posterior). Each tree has its own
+    # attractors, so the two systems interleave through the whole liver.
     porta = nearest_liver_point((-38.0, layout.spine_y - 40, layout.liver_bottom + 0.45 * (layout.liver_top - layout.liver_bottom)))
-    _grow_tree(rng, points_mm, porta, 5.5 * grid.scale_xy, 0.38 * liver_extent, 0, segments)
-    ivc_x, ivc_y = layout.ivc[0], layout.ivc[1]
-    confluence = nearest_liver_point((ivc_x - 5, ivc_y, layout.liver_top - 22))
-    _grow_tree(rng, points_mm, confluence, 5.0 * grid.scale_xy, 0.42 * liver_extent, 0, segments)
-
+    confluence = nearest_liver_point((layout.ivc[0] - 5, layout.ivc[1], layout.liver_top - 22))
+    attractor_spacing_mm = 14.0 * grid.scale_xy
+    n_attractors = int(np.clip(len(coordinates) * np.prod(spacing) / attractor_spacing_mm**3, 20, 1500))
+    segments = []
+    for root in (porta, confluence):
+        attractors = points_mm[rng.choice(len(points_mm), size=min(n_attractors, len(points_mm)), replace=False)]
+        nodes, parents = _grow_tree(rng, attractors, root, step=3.0 * grid.scale_xy, influence=30.0 * grid.scale_xy, kill=5.0 * grid.scale_xy)
+        radii = _pipe_radii(parents, leaf_radius=0.7 * grid.scale_xy)
+        visible = np.flatnonzero((parents >= 0) & (radii >= 1.0 * grid.scale_xy))
+        segments.extend((nodes[parents[n]], nodes[n], radii[n]) for n in visible)
     mask_box, weight_box = _rasterise_vessels(segments, spacing, liver_box.shape, origin_index * spacing)
     mask = np.zeros(grid.shape, dtype=bool)
     weight = np.zeros(grid.shape, dtype=np.float32)
     mask[box] = mask_box & liver_box
     weight[box] = weight_box * liver_box
     return mask, weight
+
+
+def _paint_portal_trunk(canvas, grid: _Grid, layout: _Layout, liver: np.ndarray, portal_hu: float) -> None:
+    """Paint the extrahepatic portal vein from behind the pancreas neck up to the hilum (label 0: outside the liver)."""
+    start = (-5.0, layout.spine_y - 50, -12.0)
+    hilum = (-38.0, layout.spine_y - 40, layout.liver_bottom + 0.45 * (layout.liver_top - layout.liver_bottom))
+    trunk = (_segment_distance(grid, start, hilum) < 7.0) & ~liver
+    trunk &= np.isin(canvas.tissue, [Tissue.FAT, Tissue.PANCREAS])
+    canvas.paint(trunk, Tissue.VEIN, portal_hu, 4.0)
 
 
 def _anatomy_to_index_mm(grid: _Grid, anatomy_xyz) -> np.ndarray:
@@ -688,9 +753,9 @@ def _paint_tumours(canvas, grid: _Grid, rng, liver: np.ndarray, liver_hu: float)
     depth_mm = ndimage.distance_transform_edt(liver[box], sampling=spacing)
     tumours = np.zeros(grid.shape, dtype=bool)
     placed: list[tuple[np.ndarray, float]] = []
-    n_wanted = int(rng.integers(1, 6))
+    n_requested = int(rng.integers(1, 6))
     max_depth = float(depth_mm.max())
-    for _ in range(n_wanted):
+    for _ in range(n_requested):
         diameter = float(np.exp(rng.uniform(np.log(5.0), np.log(40.0))))
         diameter = min(diameter, 1.6 * max_depth)
         center = _pick_lesion_center(rng, depth_mm, diameter, placed, spacing)
@@ -706,7 +771,7 @@ def _paint_tumours(canvas, grid: _Grid, rng, liver: np.ndarray, liver_hu: float)
         field = _lesion_field(rng, offsets, diameter)
         field = field + rng.uniform(0.05, 0.2) * _smooth_noise(rng, field.shape, spacing, max(3.0, diameter / 3))
         _paint_one_tumour(canvas, rng, field, diameter, local_box, liver, liver_hu, tumours)
-    logger.debug("painted %d of %d requested tumours", len(placed), n_wanted)
+    logger.debug("painted %d of %d requested tumours", len(placed), n_requested)
     if not placed:
         raise PhantomError(f"no room for a tumour in a liver of {int(liver.sum())} voxels; use a larger shape")
     return tumours, len(placed)
@@ -747,14 +812,17 @@ def _paint_one_tumour(canvas, rng, field, diameter, local_box, liver, liver_hu, 
 # -- Bowel, lungs, heart ---------------------------------------------------------
 
 
-def _paint_bowel(canvas, grid, rng, body: _Body, free: np.ndarray) -> None:
+def _paint_bowel(canvas, grid, rng, free: np.ndarray, layout_spine_y: float) -> None:
     """Fill free lower abdominal cavity with small-bowel loops and the colon frame."""
     spacing = grid.anatomy_spacing
     loops = _smooth_noise(rng, grid.shape, spacing * np.array([1, 1, 0.6]), 16.0)
     gas_field = _smooth_noise(rng, grid.shape, spacing, 25.0)
-    region = free & (grid.z < rng.uniform(0, 20)) & (grid.y < 40)
-    wall = region & (loops > -0.1)
-    lumen = region & (loops > 0.35)
+    # Loops fade out toward the retroperitoneum and the upper abdomen, so the
+    # edge of the bowel region follows the loops instead of a straight cut.
+    fade = np.maximum(grid.y - (layout_spine_y - 25), 0) / 12 + np.maximum(grid.z - rng.uniform(0, 20), 0) / 10
+    loops = loops - fade
+    wall = free & (loops > 0.1)
+    lumen = free & (loops > 0.35)
     canvas.paint(wall, Tissue.BOWEL_WALL, rng.uniform(45, 70), 6.0)
     canvas.paint(lumen, Tissue.BOWEL_CONTENT, rng.uniform(10, 30), 6.0)
     canvas.paint(lumen & (gas_field > 1.3), Tissue.GAS, -950.0, 20.0)
@@ -768,9 +836,12 @@ def _paint_bowel(canvas, grid, rng, body: _Body, free: np.ndarray) -> None:
         r2 = ((grid.x - cx) ** 2 + (grid.y - cy) ** 2) / radius**2
         colon = (r2 < 1) & (grid.z > z_lo) & (grid.z < z_hi) & free
         _paint_colon(canvas, colon, r2 < (1 - 3 / radius) ** 2, stool, rng)
-    transverse_z = rng.uniform(-35, -15)
-    radius = rng.uniform(16, 22)
-    r2 = ((grid.y + rng.uniform(60, 80)) ** 2 + (grid.z - transverse_z) ** 2) / radius**2
+    # The transverse colon sags between the flexures and bulges at its haustra.
+    phase = rng.uniform(0, 2 * np.pi)
+    centre_y = -rng.uniform(55, 75) + 12 * np.sin(2 * np.pi * grid.x / 130 + phase)
+    centre_z = rng.uniform(-35, -15) - 10 * np.cos(np.pi * grid.x / 210)
+    radius = rng.uniform(16, 22) * (1 + 0.12 * np.cos(2 * np.pi * grid.x / 28))
+    r2 = ((grid.y - centre_y) ** 2 + (grid.z - centre_z) ** 2) / radius**2
     colon = (r2 < 1) & (np.abs(grid.x) < 105) & free
     _paint_colon(canvas, colon, r2 < (1 - 3 / radius) ** 2, stool, rng)
 
@@ -787,12 +858,12 @@ def _paint_thorax(canvas, grid, rng, body: _Body, layout: _Layout) -> None:
     above = grid.z > layout.diaphragm
     diaphragm = above & (grid.z < layout.diaphragm + 4.0) & body.cavity
     canvas.paint(diaphragm & (canvas.tissue == Tissue.FAT), Tissue.MUSCLE, 45.0, 3.0)
-    heart_center = (rng.uniform(5, 25), rng.uniform(-60, -40), layout.liver_top + rng.uniform(35, 45))
-    heart_q = _ellipsoid(grid, heart_center, (62, 48, 50), rng.uniform(-30, -15))
+    heart_center = (rng.uniform(5, 25), rng.uniform(-60, -40), layout.liver_top + rng.uniform(15, 25))
+    heart_q = _ellipsoid(grid, heart_center, (65, 50, 45), rng.uniform(-30, -15))
     heart = (heart_q < 1) & body.cavity & (grid.z > layout.diaphragm + 2)
     spine_keep = np.isin(canvas.tissue, [Tissue.CORTICAL_BONE, Tissue.MARROW, Tissue.DISC, Tissue.CSF, Tissue.AORTA, Tissue.VEIN])
-    spine_keep |= (np.abs(grid.x) < 28) & (grid.y > layout.aorta[1] - 20)
-    lung = above & (grid.z > layout.diaphragm + 4.0) & body.cavity & ~heart & ~spine_keep
+    spine_keep |= (((grid.x - 5) / 32) ** 2 + ((grid.y - layout.aorta[1] + 6) / 26) ** 2) < 1
+    lung = above & (grid.z > layout.diaphragm + 4.0) & body.cavity & (canvas.tissue == Tissue.FAT) & ~heart & ~spine_keep
     lung_texture = _smooth_noise(rng, grid.shape, grid.anatomy_spacing, 3.0)
     canvas.paint(lung, Tissue.LUNG, rng.uniform(-880, -830) + 25 * lung_texture, 15.0)
     canvas.paint(lung & (lung_texture > 2.0), Tissue.LUNG, -100.0, 30.0)
@@ -856,10 +927,11 @@ def make_phantom(seed: int, *, shape=(256, 256, 40), spacing_mm=(1.5, 1.5, 4.0),
 
     ``shape`` is ``(I, J, K)`` in voxels and ``spacing_mm`` the voxel size in
     mm along the same axes; ``K`` is the axial (superior) axis. With
-    ``lesions=True`` the liver holds 1-5 hypodense tumours (label 2) of 5-40 mm
+    ``lesions=True`` the liver contains 1-5 hypodense tumours (label 2) of 5-40 mm
     diameter (capped by the liver's size) and -10 to -60 HU contrast; with
     ``lesions=False`` the label has no tumour voxel. The same arguments give
-    the same arrays. Raises PhantomError for an invalid seed, shape or spacing.
+    the same arrays, and the healthy and tumour cases of one seed differ only
+    inside the liver, where the tumours are painted. Raises PhantomError for an invalid seed, shape or spacing.
     """
     shape, spacing = _validate(seed, shape, spacing_mm)
     rng = np.random.default_rng(seed)
@@ -872,18 +944,19 @@ def make_phantom(seed: int, *, shape=(256, 256, 40), spacing_mm=(1.5, 1.5, 4.0),
     spine_y = _paint_spine(canvas, grid, rng, body)
     _paint_ribs(canvas, grid, rng, body)
 
-    # Solid organs below the diaphragm; the liver dome is 4-6 slices' worth
-    # below the top edge of the reference field and its tip above the bottom.
+    # Solid organs below the diaphragm. The reference field spans z = -80..80
+    # anatomy mm; the dome (at most 63 mm) and the tip (at least about -60 mm)
+    # leave liver-free slices at both ends.
     liver_top = rng.uniform(52, 60)
     liver_bottom = -rng.uniform(48, 56)
     diaphragm = _diaphragm_height(grid, rng, liver_top)
-    below_diaphragm = grid.z < diaphragm - 4.0
+    below_diaphragm = grid.z < diaphragm
     aorta_hu = rng.uniform(150, 200)
     aorta, ivc = _paint_great_vessels(canvas, grid, rng, spine_y, aorta_hu)
     kidneys = _paint_kidneys(canvas, grid, rng, spine_y)
-    stomach = _paint_stomach(canvas, grid, rng, body, below_diaphragm)
-    spleen = _paint_spleen(canvas, grid, rng, body, below_diaphragm, spine_y)
     pancreas = _paint_pancreas(canvas, grid, rng, spine_y)
+    stomach = _paint_stomach(canvas, grid, rng, body, below_diaphragm, pancreas)
+    spleen = _paint_spleen(canvas, grid, rng, body, below_diaphragm, spine_y)
     skeleton = np.isin(canvas.tissue, [Tissue.CORTICAL_BONE, Tissue.MARROW, Tissue.DISC, Tissue.CSF, Tissue.AORTA, Tissue.VEIN])
     occupied = kidneys | stomach | spleen | pancreas | skeleton | (canvas.tissue == Tissue.MUSCLE) & body.cavity
     layout = _Layout(spine_y, aorta, ivc, liver_top, liver_bottom, diaphragm, occupied)
@@ -891,6 +964,8 @@ def make_phantom(seed: int, *, shape=(256, 256, 40), spacing_mm=(1.5, 1.5, 4.0),
     # Liver, gallbladder, hepatic vessels and tumours.
     liver = _make_liver_mask(grid, rng, body, layout)
     liver = _clear_edge_slices(liver)
+    if not liver.any():
+        raise PhantomError(f"shape {shape} with spacing {spacing} mm leaves no room for a liver; use a larger grid")
     liver_hu = rng.uniform(55, 70)
     canvas.paint(liver, Tissue.LIVER, liver_hu, rng.uniform(3, 6))
     gallbladder = _paint_gallbladder(canvas, grid, rng, liver)
@@ -899,15 +974,19 @@ def make_phantom(seed: int, *, shape=(256, 256, 40), spacing_mm=(1.5, 1.5, 4.0),
     vessel_hu = liver_hu + rng.uniform(50, 90)
     canvas.hu += (vessel_hu - canvas.hu) * vessel_weight * liver
     canvas.tissue[vessels] = Tissue.HEPATIC_VESSEL
+    _paint_portal_trunk(canvas, grid, layout, liver, vessel_hu)
     tumours = np.zeros(shape, dtype=bool)
     n_lesions = 0
     if lesions:
-        tumours, n_lesions = _paint_tumours(canvas, grid, rng, liver, liver_hu)
+        # Tumours draw from their own stream, so a seed's healthy and tumour
+        # cases share all other anatomy and the noise.
+        tumour_rng = np.random.default_rng([seed, 1])
+        tumours, n_lesions = _paint_tumours(canvas, grid, tumour_rng, liver, liver_hu)
 
     # Bowel fills the free cavity below the liver; lungs sit above the diaphragm.
     free = body.cavity & (canvas.tissue == Tissue.FAT) & below_diaphragm
     free &= ~ndimage.binary_dilation(liver | gallbladder, structure=np.ones((5, 5, 1), dtype=bool))
-    _paint_bowel(canvas, grid, rng, body, free)
+    _paint_bowel(canvas, grid, rng, free, spine_y)
     _paint_thorax(canvas, grid, rng, body, layout)
 
     hu = _form_image(canvas, grid, rng, noise_sd=rng.uniform(10, 18))
@@ -923,3 +1002,18 @@ def make_phantom(seed: int, *, shape=(256, 256, 40), spacing_mm=(1.5, 1.5, 4.0),
         n_lesions=n_lesions,
         tissue=canvas.tissue,
     )
+
+
+def write_phantom_case(
+    case: PhantomCase,
+    *,
+    image_path: str | os.PathLike,
+    label_path: str | os.PathLike,
+    liver_path: str | os.PathLike,
+) -> None:
+    """Write the CT (int16 HU), the MSD Task08 label map and the liver label as three NIfTI files on one grid."""
+    geometry = case.geometry
+    save_volume(image_path, case.ct, geometry)
+    save_volume(label_path, case.label, geometry)
+    save_volume(liver_path, case.liver, geometry)
+    logger.debug("wrote phantom case to %s, %s and %s", image_path, label_path, liver_path)

@@ -19,12 +19,12 @@ Definitions (P = prediction, R = reference):
   overlap: a group is a connected component of the graph whose nodes are all
   lesions and whose edges join a predicted and a reference lesion that share
   a voxel. So a prediction spanning two lesions merges them, and two
-  predictions on one lesion merge too, which is the merging that the LiTS
-  evaluation's ``detect_lesions`` performs. A group is detected when its IoU
-  exceeds the threshold (0.5, and 0 for the lenient count). Each group counts
-  once: TP = detected groups, FP = predicted lesions touching no reference
-  lesion plus undetected groups, FN = reference lesions touching no predicted
-  lesion plus undetected groups.
+  predictions on one lesion merge too. These are the groups that the merging
+  in ``detect_lesions`` of the LiTS evaluation code produces. A group is
+  detected when its IoU exceeds the threshold (0.5, and 0 for the lenient
+  count). Each group counts once: TP = detected groups, FP = predicted
+  lesions touching no reference lesion plus undetected groups, FN =
+  reference lesions touching no predicted lesion plus undetected groups.
 - Tumour burden is ``|tumour| / |liver | tumour|``, which is 0 when there is
   no tumour; the error is prediction minus reference.
 
@@ -39,13 +39,16 @@ tumour, liver, and the detected lesions of a case):
 - R empty and P not: RVD is computed as ``(|P| - |R|) / max(|R|, 1)``, i.e.
   it equals the predicted voxel count. With P empty and R not, RVD is the
   ordinary -1.
-- A case with no detected lesion gets per-case lesion scores from the same
-  rules, as if its detected part of the prediction were empty.
+- A case with no lesion detected at IoU > 0.5 gets per-case lesion scores
+  from the same rules: Dice 1 and distances 0 when neither mask has a lesion,
+  otherwise Dice 0 and the distance penalty (RVD -1, or the predicted voxel
+  count when the reference has no lesion).
 
 Every value set by this policy is finite, stays in all means, and is named in
 the record's ``note``. ``evaluate_case`` logs the notes once per case at INFO.
 The LiTS evaluation instead assigns infinite (or 9001) distances, which makes
-means meaningless.
+means meaningless. It also computes the lesion RVD with swapped arguments,
+``(|R| - |P|) / |P|``, where this module uses the definition above.
 """
 
 from __future__ import annotations
@@ -332,7 +335,7 @@ def surface_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[float]) ->
     )
 
 
-def _policy_comparison(pred_voxels: int, ref_voxels: int, penalty_mm: float, what: str) -> MaskComparison:
+def _policy_comparison(pred_voxels: int, ref_voxels: int, penalty_mm: float, structure: str) -> MaskComparison:
     """Apply the empty-mask policy to a pair where at least one mask is empty."""
     if pred_voxels == 0 and ref_voxels == 0:
         return MaskComparison(
@@ -344,7 +347,7 @@ def _policy_comparison(pred_voxels: int, ref_voxels: int, penalty_mm: float, wha
             voe=0.0,
             rvd=0.0,
             distances=SurfaceDistances(assd=0.0, msd=0.0, rmsd=0.0),
-            note=f"{what}: prediction and reference empty, so Dice 1 and distances 0",
+            note=f"{structure}: prediction and reference empty, so Dice 1 and distances 0",
         )
     if pred_voxels == 0:
         empty_side = "prediction empty"
@@ -364,21 +367,21 @@ def _policy_comparison(pred_voxels: int, ref_voxels: int, penalty_mm: float, wha
         rvd=rvd,
         distances=SurfaceDistances(assd=penalty_mm, msd=penalty_mm, rmsd=penalty_mm),
         note=(
-            f"{what}: {empty_side}, so Dice 0 and distances set to the "
+            f"{structure}: {empty_side}, so Dice 0 and distances set to the "
             f"volume diagonal {penalty_mm:.1f} mm{rvd_note}"
         ),
     )
 
 
 def compare_masks(
-    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], *, what: str = "mask"
+    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], *, structure: str = "mask"
 ) -> MaskComparison:
     """Score a predicted mask against a reference mask, applying the empty-mask policy.
 
-    ``what`` names the structure in the policy note, for example ``"tumour"``.
+    ``structure`` names the masks in the policy note, for example ``"tumour"``.
     """
-    pred = _as_mask(pred, f"{what} prediction")
-    ref = _as_mask(ref, f"{what} reference")
+    pred = _as_mask(pred, f"{structure} prediction")
+    ref = _as_mask(ref, f"{structure} reference")
     _check_same_shape(prediction=pred, reference=ref)
     sampling = _check_spacing(spacing, pred.ndim)
 
@@ -386,7 +389,7 @@ def compare_masks(
     ref_voxels = int(np.count_nonzero(ref))
     if pred_voxels == 0 or ref_voxels == 0:
         penalty = distance_penalty(pred.shape, sampling)
-        return _policy_comparison(pred_voxels, ref_voxels, penalty, what)
+        return _policy_comparison(pred_voxels, ref_voxels, penalty, structure)
 
     intersection = int(np.count_nonzero(pred & ref))
     union = pred_voxels + ref_voxels - intersection
@@ -503,7 +506,7 @@ def score_lesion_groups(
         box = _group_box(group, pred_boxes, ref_boxes)
         pred = np.isin(pred_labels[box], group.pred_lesions)
         ref = np.isin(ref_labels[box], group.ref_lesions)
-        scores.append(compare_masks(pred, ref, spacing, what="lesion"))
+        scores.append(compare_masks(pred, ref, spacing, structure="lesion"))
     return scores
 
 
@@ -573,7 +576,7 @@ def evaluate_case(
     notes = []
 
     # whole-case tumour
-    tumour = compare_masks(pred_tumour, ref_tumour, sampling, what="tumour")
+    tumour = compare_masks(pred_tumour, ref_tumour, sampling, structure="tumour")
     notes.append(tumour.note)
 
     # liver and tumour burden
@@ -583,7 +586,7 @@ def evaluate_case(
         pred_liver = _as_mask(pred_liver, f"case {case!r} predicted liver")
         ref_liver = _as_mask(ref_liver, f"case {case!r} reference liver")
         _check_same_shape(pred_tumour=pred_tumour, pred_liver=pred_liver, ref_liver=ref_liver)
-        liver = compare_masks(pred_liver, ref_liver, sampling, what="liver")
+        liver = compare_masks(pred_liver, ref_liver, sampling, structure="liver")
         notes.append(liver.note)
         burden_pred = _tumour_burden(pred_tumour, pred_liver)
         burden_ref = _tumour_burden(ref_tumour, ref_liver)
@@ -602,7 +605,7 @@ def evaluate_case(
         pred_voxels=tumour.pred_voxels if tumour.ref_voxels == 0 else 0,
         ref_voxels=tumour.ref_voxels,
         penalty_mm=distance_penalty(pred_tumour.shape, sampling),
-        what="lesions (none detected)",
+        structure="lesions (none detected)",
     )
     lesion_means = _lesion_means(lesions, fallback)
     notes.append(lesion_means.note)

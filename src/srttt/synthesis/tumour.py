@@ -1,9 +1,9 @@
 """Synthetic liver tumours painted into healthy, normalised CT slices.
 
-One draw takes a normalised slice (HU windowed to [0, 1] and multiplied by
-the liver mask, not yet diffused) and its liver mask, both ``(H, W)`` with
-rows first, and returns a synthetic slice with one tumour plus the tumour
-mask.
+One draw takes a normalised slice and its liver mask, both ``(H, W)`` with
+rows first. The slice is HU windowed to [0, 1] and multiplied by the liver
+mask, but not yet diffused. The draw returns a synthetic slice with one
+tumour plus the tumour mask.
 
 Shape: SLIC superpixels inside the liver (number of segments uniform in
 ``n_segments``, compactness ``compactness``); one superpixel is picked at
@@ -152,15 +152,24 @@ class SynthesisBatch(NamedTuple):
 
 
 def _superpixels(image: np.ndarray, liver: np.ndarray, n_segments: int, compactness: float) -> np.ndarray:
-    """Return SLIC labels ``(H, W)``: 1, 2, ... inside the liver and 0 outside (scikit-image 0.26)."""
-    return segmentation.slic(
-        image,
+    """Return SLIC labels ``(H, W)``: 1, 2, ... inside the liver and 0 outside (scikit-image 0.26).
+
+    SLIC runs on the liver's bounding box only. With a mask, scikit-image
+    places the seeds by k-means on the mask's pixel coordinates, so the crop
+    gives the same labels as the full slice (up to rounding in k-means) in
+    less time.
+    """
+    box = ndimage.find_objects(liver.astype(np.uint8))[0]
+    labels = np.zeros(liver.shape, dtype=np.int64)
+    labels[box] = segmentation.slic(
+        image[box],
         n_segments=n_segments,
         compactness=compactness,
-        mask=liver,
+        mask=liver[box],
         start_label=1,
         channel_axis=None,
     )
+    return labels
 
 
 def _fit_ellipse(region: np.ndarray) -> np.ndarray | None:
@@ -189,8 +198,9 @@ def _fit_ellipse(region: np.ndarray) -> np.ndarray | None:
     center_row, center_col = model.center
     radius_first, radius_second = model.axis_lengths
     values = (center_row, center_col, radius_first, radius_second, model.theta)
-    diagonal = math.hypot(*region.shape)
-    if not all(np.isfinite(values)) or min(radius_first, radius_second) <= 0 or max(radius_first, radius_second) > diagonal:
+    if not np.all(np.isfinite(values)):
+        return None
+    if min(radius_first, radius_second) <= 0 or max(radius_first, radius_second) > math.hypot(*region.shape):
         return None
 
     # The contour is (row, col), so the model's first axis is measured from the
@@ -204,7 +214,7 @@ def _fit_ellipse(region: np.ndarray) -> np.ndarray | None:
 
 
 def _elastic_deform(mask: np.ndarray, alpha: float, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Warp a boolean mask with a smooth random displacement field (Simard et al. 2003).
+    """Warp a boolean mask with a smooth random displacement field (elastic deformation).
 
     Each displacement component is uniform noise in [-1, 1] per pixel, smoothed
     by a Gaussian of standard deviation ``sigma`` pixels and scaled by

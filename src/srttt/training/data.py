@@ -18,7 +18,7 @@ from srttt.layout import Layout
 from srttt.preprocess import prepare_slice
 from srttt.seeding import rng_for
 from srttt.slices.png import read_hu_png, read_mask_png
-from srttt.synthesis.tumour import SynthesisParams, synthesize_tumour
+from srttt.synthesis.tumour import SynthesisParams, draw_tumour
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +60,9 @@ class SyntheticTumourSlices(Dataset):
     """Healthy slices paired with a freshly synthesised tumour.
 
     Item ``i`` returns float32 tensors ``(1, H, W)``: ``healthy`` and ``synthetic``
-    (both diffused, in [0, 1]), ``tumour`` and ``liver`` masks, plus the
-    synthesis status string. Call ``set_epoch`` before each epoch.
+    (in [0, 1], NOT yet diffused: ``srttt.training.train`` diffuses whole
+    batches in one call), ``tumour`` and ``liver`` masks, plus the synthesis
+    status string. Call ``set_epoch`` before each epoch.
     """
 
     def __init__(self, layout: Layout, rows: pd.DataFrame, config: dict, *, seed: int):
@@ -89,11 +90,11 @@ class SyntheticTumourSlices(Dataset):
     def __getitem__(self, index: int) -> dict:
         image, liver = self.load(index)
         rng = rng_for(self.seed, "synthesis", self.epoch, index)
-        result = synthesize_tumour(image, liver, rng, self.params)
+        draw = draw_tumour(image, liver, rng, self.params)
         return {
-            "healthy": torch.from_numpy(result.healthy)[None],
-            "synthetic": torch.from_numpy(result.synthetic)[None],
-            "tumour": torch.from_numpy(result.tumour.astype(np.float32))[None],
+            "healthy": torch.from_numpy(image)[None],
+            "synthetic": torch.from_numpy(draw.composite)[None],
+            "tumour": torch.from_numpy(draw.tumour.astype(np.float32))[None],
             "liver": torch.from_numpy(liver.astype(np.float32))[None],
-            "status": result.status,
+            "status": draw.status,
         }

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from srttt.io.atomic import atomic_path
 from srttt.layout import Layout
+from srttt.preprocess import diffuse
 from srttt.seeding import derive_seed, rng_for
 from srttt.training.data import SyntheticTumourSlices, healthy_training_slices
 from srttt.training.steps import Batch, baseline_step, make_networks, make_optimisers, mixture_ratio, srttt_step
@@ -38,14 +39,23 @@ def training_fingerprint(config: dict, model: str) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _collate(samples: list[dict]) -> tuple[Batch, list[str]]:
-    batch = Batch(
-        healthy=torch.stack([s["healthy"] for s in samples]),
-        synthetic=torch.stack([s["synthetic"] for s in samples]),
-        tumour=torch.stack([s["tumour"] for s in samples]),
-        liver=torch.stack([s["liver"] for s in samples]),
-    )
-    return batch, [s["status"] for s in samples]
+class _DiffusingCollate:
+    """Stack samples into a Batch and diffuse healthy and synthetic slices in one batched call."""
+
+    def __init__(self, diffusion: dict):
+        self.diffusion = diffusion
+
+    def __call__(self, samples: list[dict]) -> tuple[Batch, list[str]]:
+        size = len(samples)
+        images = torch.stack([s["healthy"] for s in samples] + [s["synthetic"] for s in samples])
+        diffused = diffuse(images, self.diffusion)
+        batch = Batch(
+            healthy=diffused[:size],
+            synthetic=diffused[size:],
+            tumour=torch.stack([s["tumour"] for s in samples]),
+            liver=torch.stack([s["liver"] for s in samples]),
+        )
+        return batch, [s["status"] for s in samples]
 
 
 def _save(path: Path, payload: dict) -> None:
@@ -114,7 +124,7 @@ def train_model(layout: Layout, model: str, config: dict) -> pd.DataFrame:
             batch_size=batch_size,
             sampler=order.tolist(),
             num_workers=int(train_cfg["num_workers"]),
-            collate_fn=_collate,
+            collate_fn=_DiffusingCollate(config["diffusion"]),
         )
         sums: dict[str, float] = collections.defaultdict(float)
         statuses: collections.Counter = collections.Counter()
