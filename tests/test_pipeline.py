@@ -142,7 +142,7 @@ def test_mlflow_store_has_runs_params_metrics(tiny_run):
     assert [m.step for m in history] == list(range(1, config["train"]["epochs"] + 1))
     evaluation = runs[runs["tags.mlflow.runName"] == f"{dataset}/evaluate/srttt_ttt"].iloc[0]
     assert np.isfinite(evaluation["metrics.lits_117.tumour_dice"])
-    assert np.isfinite(evaluation["metrics.summary.global_dice"])
+    assert np.isfinite(evaluation["metrics.summary.tumour_dice_global"])
     report_id = runs[runs["tags.mlflow.runName"] == f"{dataset}/report"].iloc[0]["run_id"]
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(report_id)}
     assert {"main.md", "main.tex", "dice_per_case.png"} <= artifacts

@@ -135,13 +135,15 @@ def cmd_report(args, config, layout):
 
     methods = list(config["methods"])
     per_case = {m: pd.read_csv(layout.per_case_metrics(m)) for m in methods}
+    summaries = {m: pd.read_csv(layout.summary_metrics(m)).iloc[0].to_dict() for m in methods}
     ttt = config["ttt"]
     caption = (
-        f"Tumour segmentation on '{layout.dataset}' (mean ± std over test cases). "
+        f"Tumour segmentation on '{layout.dataset}': mean ± std over test cases; Global Dice, "
+        "detection and burden columns are dataset-level. "
         f"TTT: {ttt['iterations']} iterations, lr {ttt['lr']}, optimizer state '{ttt['optimizer_state']}'; "
         f"U-Net width {config['model']['width']}, {config['train']['epochs']} epochs."
     )
-    paths = write_tables(per_case, layout.tables_dir, caption=caption)
+    paths = write_tables(per_case, summaries, layout.tables_dir, caption=caption)
     figures = [plot_dice_per_case(per_case, layout.figures_dir / "dice_per_case.png")]
     for case in cases_in_split(config, "test"):
         figures.append(plot_overlay(layout, case, methods, layout.figures_dir / f"overlay_{case}.png"))

@@ -59,6 +59,16 @@ def _best_slice(reference_tumour: np.ndarray, liver: np.ndarray, axis: int) -> i
     return int(np.argmax(liver.sum(axis=other)))
 
 
+def _crop_box(liver_view: np.ndarray, margin: int = 12) -> tuple[slice, slice]:
+    """Rows and columns around the liver, with ``margin`` pixels of context (the whole slice without liver)."""
+    found = np.argwhere(liver_view > 0)
+    if found.size == 0:
+        return slice(None), slice(None)
+    low = np.maximum(found.min(axis=0) - margin, 0)
+    high = np.minimum(found.max(axis=0) + margin + 1, liver_view.shape)
+    return slice(int(low[0]), int(high[0])), slice(int(low[1]), int(high[1]))
+
+
 def plot_overlay(layout: Layout, case: str, methods: list[str], path: Path) -> Path:
     """CT, reference and each method's prediction on the axial slice with the largest reference tumour."""
     ct, geometry = load_volume(layout.image(case))
@@ -68,8 +78,10 @@ def plot_overlay(layout: Layout, case: str, methods: list[str], path: Path) -> P
     reference = label == TUMOUR_LABEL
     k = _best_slice(reference, liver, axis)
 
+    rows, cols = _crop_box(radiological_view(np.take(liver, k, axis=axis), geometry))
+
     def view(volume):
-        return radiological_view(np.take(volume, k, axis=axis), geometry)
+        return radiological_view(np.take(volume, k, axis=axis), geometry)[rows, cols]
 
     ct_view = np.clip((view(ct).astype(float) - DISPLAY_WINDOW_HU[0]) / np.ptp(DISPLAY_WINDOW_HU), 0, 1)
     panels = [("CT", None, None), ("Reference", view(reference), view(liver))]

@@ -26,14 +26,21 @@ MAIN_COLUMNS = [
     ("tumour_rmsd_mm", "RMSD (mm)", 2),
     ("tumour_voe", "VOE", 3),
     ("tumour_rvd", "RVD", 3),
-    ("lesion_recall_iou50", "Recall (IoU>0.5)", 3),
-    ("lesion_precision_iou50", "Precision (IoU>0.5)", 3),
     ("liver_dice", "Liver Dice", 3),
 ]
 
+# (summary column, table header, decimals): dataset-level values from summary.csv, one number per method.
+SUMMARY_COLUMNS = [
+    ("tumour_dice_global", "Global Dice", 3),
+    ("recall_iou50", "Recall (IoU>0.5)", 3),
+    ("precision_iou50", "Precision (IoU>0.5)", 3),
+    ("recall_iou0", "Recall (IoU>0)", 3),
+    ("tumour_burden_rmse", "Burden RMSE", 3),
+]
 
-def main_table(per_case: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Return one row per method with ``<metric> mean`` and ``<metric> std`` columns."""
+
+def main_table(per_case: dict[str, pd.DataFrame], summaries: dict[str, dict]) -> pd.DataFrame:
+    """Return one row per method: ``<metric> mean`` and ``<metric> std`` over cases, then dataset-level values."""
     rows = []
     for method, frame in per_case.items():
         row = {"method": method, "name": METHOD_NAMES.get(method, method), "cases": len(frame)}
@@ -43,6 +50,9 @@ def main_table(per_case: dict[str, pd.DataFrame]) -> pd.DataFrame:
             values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
             row[f"{column} mean"] = float(np.mean(values)) if len(values) else float("nan")
             row[f"{column} std"] = float(np.std(values, ddof=0)) if len(values) else float("nan")
+        for column, _, _ in SUMMARY_COLUMNS:
+            if column in summaries.get(method, {}):
+                row[column] = float(summaries[method][column])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -50,12 +60,15 @@ def main_table(per_case: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def _formatted(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     headers = ["Method", "Cases"]
     present = [(c, h, d) for c, h, d in MAIN_COLUMNS if f"{c} mean" in table]
-    headers += [h for _, h, _ in present]
+    dataset_level = [(c, h, d) for c, h, d in SUMMARY_COLUMNS if c in table]
+    headers += [h for _, h, _ in present] + [h for _, h, _ in dataset_level]
     body = []
     for _, row in table.iterrows():
         cells = [str(row["name"]), str(int(row["cases"]))]
         for column, _, decimals in present:
             cells.append(f"{row[f'{column} mean']:.{decimals}f} ± {row[f'{column} std']:.{decimals}f}")
+        for column, _, decimals in dataset_level:
+            cells.append(f"{row[column]:.{decimals}f}")
         body.append(cells)
     return headers, body
 
@@ -90,9 +103,11 @@ def to_latex(table: pd.DataFrame, *, caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(per_case: dict[str, pd.DataFrame], out_dir: Path, *, caption: str) -> list[Path]:
+def write_tables(
+    per_case: dict[str, pd.DataFrame], summaries: dict[str, dict], out_dir: Path, *, caption: str
+) -> list[Path]:
     """Write ``main.csv``, ``main.md`` and ``main.tex`` to ``out_dir``; return their paths."""
-    table = main_table(per_case)
+    table = main_table(per_case, summaries)
     out_dir = Path(out_dir)
     paths = [out_dir / "main.csv", out_dir / "main.md", out_dir / "main.tex"]
     write_text(paths[0], table.to_csv(index=False))

@@ -18,6 +18,9 @@ Conduction functions (``option``):
 
 MedPy always computes in float32, so its result carries float32 rounding even
 for float64 input. This module computes in the input's dtype.
+
+NOTE: the match with MedPy is tested on CPU only; on CUDA, fused multiply-add
+may change float32 results in the last bits.
 """
 
 from __future__ import annotations

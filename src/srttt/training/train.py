@@ -9,6 +9,7 @@ rerun resumes from it when the parameters match).
 from __future__ import annotations
 
 import collections
+import copy
 import hashlib
 import json
 import logging
@@ -33,8 +34,15 @@ TRAINING_SECTIONS = ("seed", "slices", "synthesis", "diffusion", "model", "train
 
 
 def training_fingerprint(config: dict, model: str) -> str:
-    """Hash of every parameter that changes the training result, stored in checkpoints."""
-    relevant = {key: config[key] for key in TRAINING_SECTIONS}
+    """Hash of every parameter that changes the training result, stored in checkpoints.
+
+    The number of epochs is left out: epoch ``e`` of a longer schedule is the
+    same as epoch ``e`` of a shorter one, so a finished run can be extended.
+    """
+    relevant = {key: copy.deepcopy(config[key]) for key in TRAINING_SECTIONS}
+    relevant["train"].pop("epochs")
+    relevant["train"].pop("threads")
+    relevant["train"].pop("num_workers")
     relevant["model_kind"] = model
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -100,7 +108,7 @@ def train_model(layout: Layout, model: str, config: dict) -> pd.DataFrame:
     start_epoch, history = 0, []
     if checkpoint_path.is_file():
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        if checkpoint.get("fingerprint") == fingerprint:
+        if checkpoint.get("fingerprint") == fingerprint and int(checkpoint["epoch"]) <= int(train_cfg["epochs"]):
             for name in ("segmentor", "generator", "reconstructor"):
                 getattr(nets, name).load_state_dict(checkpoint["networks"][name])
             optimisers.segmentor_reconstructor.load_state_dict(checkpoint["optimisers"]["segmentor_reconstructor"])
@@ -109,7 +117,7 @@ def train_model(layout: Layout, model: str, config: dict) -> pd.DataFrame:
             start_epoch, history = int(checkpoint["epoch"]), list(checkpoint["history"])
             logger.info("%s: resuming from %s after epoch %d", model, checkpoint_path, start_epoch)
         else:
-            logger.info("%s: ignoring %s, written with other parameters", model, checkpoint_path)
+            logger.info("%s: ignoring %s, written with other parameters or more epochs", model, checkpoint_path)
 
     epochs = int(train_cfg["epochs"])
     logger.info(
