@@ -103,7 +103,7 @@ def test_carry_policy_differs_from_second_slice(nets, slices):
     reset, _ = ttt_adapt(nets, images, livers, iterations=3, lr=LR, policy="reset")
     carry, state = ttt_adapt(nets, images, livers, iterations=3, lr=LR, policy="carry")
 
-    # The first slice sees a fresh Adam under both policies.
+    # Both policies start the first slice with a fresh Adam.
     torch.testing.assert_close(carry[0], reset[0], rtol=0, atol=1e-12)
     for index in range(1, 4):
         assert not torch.allclose(carry[index], reset[index]), f"slice {index}"

@@ -53,7 +53,7 @@ class UNet(nn.Module):
     Architecture at base width ``w``:
 
     - encoder: four blocks of two 3x3 conv (padding 1) + ReLU with ``w``,
-      ``2w``, ``4w``, ``8w`` channels, each followed by 2x2 max pooling; the
+      ``2w``, ``4w``, ``8w`` channels, each followed by 2x2 max pooling. The
       block output before pooling is the skip;
     - bottleneck: two 3x3 conv + ReLU with ``16w`` channels;
     - decoder: four up steps, each nearest-neighbour x2 upsampling, a 3x3
@@ -63,10 +63,9 @@ class UNet(nn.Module):
     - output: 1x1 conv to ``out_channels`` logits, no activation (callers
       apply sigmoid).
 
-    Every convolution is initialised Kaiming-normal with mode ``fan_in`` and
-    the ReLU gain (std = sqrt(2 / (in_channels * kernel area))), which is the
-    initialisation of Ronneberger et al. 2015 and He et al. 2015; biases are
-    zero. The output conv uses the same rule.
+    Every convolution, the output conv included, is initialised
+    Kaiming-normal with mode ``fan_in`` and the ReLU gain, so the weights have
+    std = sqrt(2 / (in_channels * kernel area)). Biases are zero.
 
     Args:
         in_channels: channels of the input tensor.

@@ -5,8 +5,8 @@ masks are (B, 1, H, W) float with values 0 or 1. H and W are multiples of 16.
 
 Notation: x_h healthy slice, x_s synthetic slice (tumour painted in), m_t
 tumour mask, m_l liver mask, S segmentor, G generator, R reconstructor,
-r mixture ratio, BCE binary cross-entropy on logits with a positive-class
-weight (5 by default) and mean reduction, L1 mean absolute error.
+r mixture ratio. BCE is binary cross-entropy on logits with a positive-class
+weight (5 by default) and mean reduction. L1 is the mean absolute error.
 """
 
 import logging
@@ -118,7 +118,7 @@ def mixture_ratio(
     """Return the mixture ratio r that weights x_h against sigmoid(G(x_s)) in R's input.
 
     ``"scheduled"`` gives max(0, 1 - 0.5 * (epoch + (batch_index + 1) /
-    batches_per_epoch)), falling from 1 to 0 over the first two epochs;
+    batches_per_epoch)), which falls from 1 to 0 over the first two epochs.
     ``"fixed_1"`` always gives 1 and ``"fixed_0"`` always 0.
 
     Args:
@@ -222,8 +222,10 @@ def srttt_step(
         ValueError: if ``ratio`` is outside [0, 1].
     """
     if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"mixture ratio must be in [0, 1], got {ratio}")
-    losses = _step_segmentor_reconstructor(nets, optimisers.segmentor_reconstructor, batch, ratio, pos_weight, reconstruction)
+        raise ValueError(f"mixture ratio must be in [0, 1], got {ratio}; compute it with mixture_ratio()")
+    losses = _step_segmentor_reconstructor(
+        nets, optimisers.segmentor_reconstructor, batch, ratio, pos_weight, reconstruction
+    )
     if reconstruction:
         losses.update(_step_generator(nets, optimisers.generator, batch, pos_weight))
     return losses
