@@ -2,12 +2,14 @@
 
 import json
 import os
+import shlex
 import sys
 
 SRC = os.path.join(workflow.basedir, "src")
 sys.path.insert(0, SRC)
 # Jobs (also inside --use-conda environments) import the pipeline package from the source tree.
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p)
+# The prefix is formatted like a shell command, so the braces of ${...} are doubled once more.
+shell.prefix(f"export PYTHONPATH={shlex.quote(SRC)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 from srttt.data.cases import case_table, cases_in_split  # noqa: E402
 from srttt.layout import METHOD_MODEL, Layout  # noqa: E402
@@ -38,7 +40,12 @@ def cfg_json(*sections):
 
 def pattern(path_of, *names):
     """Turn a Layout path function into a Snakemake pattern with {wildcards}."""
-    return str(path_of(*("{" + n + "}" for n in names)))
+    return str(path_of(*(f"{{{name}}}" for name in names)))
+
+
+def model_weights(wildcards):
+    """The weights file of the model a method uses (SR-TTT with and without TTT share one)."""
+    return str(L.weights(METHOD_MODEL[wildcards.method]))
 
 
 def final_outputs():

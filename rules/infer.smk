@@ -1,10 +1,6 @@
 # Per-case inference, one job per (method, test case): label map NIfTI, 1 liver and 2 tumour.
 
 
-def model_weights(wildcards):
-    return str(L.weights(METHOD_MODEL[wildcards.method]))
-
-
 rule infer:
     input:
         weights=model_weights,

@@ -59,6 +59,8 @@ def _segment(nets, images: torch.Tensor, livers: torch.Tensor, method: str, conf
             batch_size=int(ttt["batch_slices"]),
         )
     else:
+        # NOTE: 'carry' keeps one Adam per test case, because each case is its own job. The authors'
+        # prototype kept one Adam for the whole test set, so its results also depended on case order.
         probabilities, _ = ttt_adapt(
             nets, images, livers, iterations=int(ttt["iterations"]), lr=float(ttt["lr"]),
             policy=ttt["optimizer_state"],
