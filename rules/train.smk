@@ -9,7 +9,7 @@ rule train:
         weights=pattern(L.weights, "model"),
         history=pattern(L.history, "model"),
     params:
-        cfg=cfg_json("slices", "synthesis", "diffusion", "model", "train", "mlflow"),
+        cfg=cfg_json("device", "slices", "synthesis", "diffusion", "model", "train", "mlflow"),
     log:
         pattern(lambda m: L.log("train", m), "model"),
     benchmark:

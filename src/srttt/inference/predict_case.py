@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from srttt.device import resolve_device
 from srttt.inference.ttt import predict, ttt_adapt, ttt_adapt_batched
 from srttt.io.atomic import write_text
 from srttt.io.nifti import Geometry, check_same_grid, load_volume, save_volume
@@ -37,13 +38,14 @@ logger = logging.getLogger(__name__)
 LIVER_LABEL, TUMOUR_LABEL = 1, 2
 
 
-def _load_networks(layout: Layout, method: str, config: dict):
+def _load_networks(layout: Layout, method: str, config: dict, device: torch.device):
     model = METHOD_MODEL[method]
     state = load_weights(layout.weights(model))
     nets = make_networks(width=int(config["model"]["width"]))
     for name, weights in state.items():
         getattr(nets, name).load_state_dict(weights)
     for module in (nets.segmentor, nets.generator, nets.reconstructor):
+        module.to(device)
         module.eval()
     return nets
 
@@ -96,12 +98,13 @@ def predict_case(layout: Layout, method: str, case: str, config: dict) -> dict:
     label_map = (liver > 0).astype(np.uint8) * LIVER_LABEL
 
     if images:
-        image_batch = diffuse(torch.from_numpy(np.stack(images))[:, None], config["diffusion"])
-        liver_batch = torch.from_numpy(np.stack(livers))[:, None]
+        device = resolve_device(config["device"])
+        image_batch = diffuse(torch.from_numpy(np.stack(images))[:, None].to(device), config["diffusion"])
+        liver_batch = torch.from_numpy(np.stack(livers))[:, None].to(device)
 
         # segment
-        nets = _load_networks(layout, method, config)
-        probabilities = _segment(nets, image_batch, liver_batch, method, config).detach().numpy()[:, 0]
+        nets = _load_networks(layout, method, config, device)
+        probabilities = _segment(nets, image_batch, liver_batch, method, config).detach().cpu().numpy()[:, 0]
 
         # back to the source grid
         for row, probability in zip(rows.itertuples(), probabilities):

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from srttt.device import resolve_device
 from srttt.io.atomic import atomic_path
 from srttt.layout import Layout
 from srttt.preprocess import diffuse
@@ -71,6 +72,10 @@ def _save(path: Path, payload: dict) -> None:
         torch.save(payload, tmp)
 
 
+def _cpu_state(network: torch.nn.Module) -> dict:
+    return {key: value.detach().cpu() for key, value in network.state_dict().items()}
+
+
 def load_weights(path: str | Path) -> dict:
     """Load a weights file written by ``train_model`` (state_dicts only, ``weights_only=True``)."""
     path = Path(path)
@@ -96,8 +101,11 @@ def train_model(layout: Layout, model: str, config: dict) -> pd.DataFrame:
     batches_per_epoch = max(1, len(dataset) // batch_size)
 
     # networks
+    device = resolve_device(config["device"])
     torch.manual_seed(derive_seed(seed, "init", model))
     nets = make_networks(width=int(config["model"]["width"]))
+    for network in (nets.segmentor, nets.generator, nets.reconstructor):
+        network.to(device)
     betas = tuple(float(b) for b in train_cfg["betas"])
     optimisers = make_optimisers(nets, lr=float(train_cfg["lr"]), betas=betas)
     baseline_optimiser = torch.optim.Adam(nets.segmentor.parameters(), lr=float(train_cfg["lr"]), betas=betas)
@@ -107,7 +115,7 @@ def train_model(layout: Layout, model: str, config: dict) -> pd.DataFrame:
     checkpoint_path = out_dir / "checkpoint.pt"
     start_epoch, history = 0, []
     if checkpoint_path.is_file():
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
         if checkpoint.get("fingerprint") == fingerprint and int(checkpoint["epoch"]) <= int(train_cfg["epochs"]):
             for name in ("segmentor", "generator", "reconstructor"):
                 getattr(nets, name).load_state_dict(checkpoint["networks"][name])
@@ -141,6 +149,7 @@ def train_model(layout: Layout, model: str, config: dict) -> pd.DataFrame:
             tqdm(loader, desc=f"{model} epoch {epoch + 1}/{epochs}", unit="batch", total=batches_per_epoch)
         ):
             statuses.update(batch_statuses)
+            batch = batch.to(device)
             if model == "baseline":
                 losses = baseline_step(nets.segmentor, baseline_optimiser, batch, pos_weight=float(train_cfg["pos_weight"]))
             else:
@@ -170,7 +179,7 @@ def train_model(layout: Layout, model: str, config: dict) -> pd.DataFrame:
         )
 
     names = ("segmentor",) if model == "baseline" else ("segmentor", "generator", "reconstructor")
-    _save(layout.weights(model), {name: getattr(nets, name).state_dict() for name in names})
+    _save(layout.weights(model), {name: _cpu_state(getattr(nets, name)) for name in names})
     frame = pd.DataFrame(history)
     with atomic_path(layout.history(model)) as tmp:
         frame.to_csv(tmp, index=False)
