@@ -1,10 +1,19 @@
-"""Time ``evaluate_case`` against MedPy's ``assd`` plus ``dc`` on one CT-sized case.
+"""Time ``evaluate_case`` against MedPy's ``assd`` and ``dc`` on CT-sized cases.
 
-The synthetic case is a 512 x 512 x 100 volume at spacing (0.7, 0.7, 2.5) mm
-with an ellipsoidal liver and 10 random ellipsoidal lesions inside it. The
-prediction moves and rescales each lesion a little, drops one and adds one
-false positive. Each timing is the median of ``--repeats`` runs. The result is
-a Markdown table on stdout.
+Each synthetic case is a 512 x 512 x 100 volume at spacing (0.7, 0.7, 2.5) mm
+with an ellipsoidal liver and 1, 10 or 50 random ellipsoidal lesions inside
+it. The prediction moves and rescales each lesion a little, drops one (when
+there are several) and adds one false positive. For each case the script
+times, in interleaved rounds so that every ratio comes from the same run:
+
+(a) MedPy ``assd`` on the tumour masks,
+(b) MedPy ``assd`` + ``dc`` on the tumour masks,
+(c) ``evaluate_case`` with tumour and liver masks (the full per-case protocol),
+(d) ``evaluate_case`` with the tumour masks only,
+
+and checks first that the tumour ASSD and Dice equal MedPy's to 1e-6
+relative. Each timing is the median of ``--repeats`` rounds. The result is a
+Markdown table on stdout.
 
 Run: ``PYTHONPATH=src python benchmarks/bench_metrics.py``
 """
@@ -13,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -26,7 +36,8 @@ logger = logging.getLogger("bench_metrics")
 
 SHAPE = (512, 512, 100)
 SPACING = (0.7, 0.7, 2.5)
-N_LESIONS = 10
+LESION_COUNTS = (1, 10, 50)
+MAX_DRAWS = 100_000
 
 
 def paint_ellipsoid(mask: np.ndarray, centre_mm: np.ndarray, radii_mm: np.ndarray) -> None:
@@ -42,8 +53,8 @@ def paint_ellipsoid(mask: np.ndarray, centre_mm: np.ndarray, radii_mm: np.ndarra
     mask[box] |= distance <= 1.0
 
 
-def make_case(seed: int) -> dict[str, np.ndarray]:
-    """Build the reference and predicted liver and tumour masks of the synthetic case."""
+def make_case(seed: int, n_lesions: int) -> dict[str, np.ndarray]:
+    """Build the reference and predicted liver and tumour masks of one synthetic case."""
     rng = np.random.default_rng(seed)
     extent_mm = np.asarray(SHAPE) * np.asarray(SPACING)
     liver_centre = extent_mm * np.array([0.4, 0.5, 0.5])
@@ -55,21 +66,27 @@ def make_case(seed: int) -> dict[str, np.ndarray]:
     paint_ellipsoid(pred_liver, liver_centre + rng.normal(0, 2.0, 3), liver_radii * rng.uniform(0.97, 1.03, 3))
 
     # Lesion centres are redrawn until the balls bounding the lesions are 5 mm
-    # apart, so the 10 reference lesions stay separate. The last lesion drawn
-    # is the false positive.
+    # apart, so the reference lesions stay separate. With more than 10
+    # lesions the radii are smaller, so that all of them fit in the liver.
+    # The last lesion drawn is the false positive.
+    max_radius = 20.0 if n_lesions <= 10 else 10.0
     lesions: list[tuple[np.ndarray, np.ndarray]] = []
-    while len(lesions) < N_LESIONS + 1:
+    for _ in range(MAX_DRAWS):
+        if len(lesions) == n_lesions + 1:
+            break
         centre = liver_centre + rng.uniform(-0.6, 0.6, 3) * liver_radii
-        radii = rng.uniform(4.0, 20.0, 3)
+        radii = rng.uniform(4.0, max_radius, 3)
         if all(np.linalg.norm(centre - c) > radii.max() + r.max() + 5.0 for c, r in lesions):
             lesions.append((centre, radii))
+    else:
+        raise RuntimeError(f"could not place {n_lesions + 1} separate lesions in {MAX_DRAWS} draws; lower the count")
 
     ref_tumour = np.zeros(SHAPE, dtype=bool)
     pred_tumour = np.zeros(SHAPE, dtype=bool)
     for index, (centre, radii) in enumerate(lesions):
-        if index < N_LESIONS:
+        if index < n_lesions:
             paint_ellipsoid(ref_tumour, centre, radii)
-        if index > 0:  # lesion 0 is missed
+        if index > 0 or n_lesions == 1:  # lesion 0 is missed when there are several
             paint_ellipsoid(pred_tumour, centre + rng.normal(0, 1.5, 3), radii * rng.uniform(0.8, 1.2, 3))
     return {
         "pred_tumour": pred_tumour & pred_liver,
@@ -79,64 +96,71 @@ def make_case(seed: int) -> dict[str, np.ndarray]:
     }
 
 
-def median_seconds(function: Callable[[], object], repeats: int) -> float:
-    times = []
+def check_same_values(masks: dict[str, np.ndarray], n_lesions: int) -> None:
+    """Raise when the tumour ASSD or Dice of ``evaluate_case`` differ from MedPy's by more than 1e-6."""
+    pred, ref = masks["pred_tumour"], masks["ref_tumour"]
+    result = evaluate_case(spacing=SPACING, **masks)
+    medpy_assd = medpy_binary.assd(pred, ref, voxelspacing=SPACING)
+    medpy_dice = medpy_binary.dc(pred, ref)
+    logger.info(
+        "%d lesions: tumour ASSD %.6f mm (MedPy %.6f), Dice %.6f (MedPy %.6f), TP/FP/FN at IoU > 0.5: %d/%d/%d",
+        n_lesions, result.tumour.distances.assd, medpy_assd, result.tumour.dice, medpy_dice,
+        result.detection.tp, result.detection.fp, result.detection.fn,
+    )
+    for name, ours, theirs in (("ASSD", result.tumour.distances.assd, medpy_assd), ("Dice", result.tumour.dice, medpy_dice)):
+        if not math.isclose(ours, theirs, rel_tol=1e-6):
+            raise RuntimeError(f"{n_lesions} lesions: tumour {name} {ours!r} differs from MedPy's {theirs!r}")
+
+
+def timed(function: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def time_case(masks: dict[str, np.ndarray], repeats: int) -> dict[str, float]:
+    """Median seconds of (a) to (d), timed in interleaved rounds."""
+    pred, ref = masks["pred_tumour"], masks["ref_tumour"]
+    functions = {
+        "medpy_assd": lambda: medpy_binary.assd(pred, ref, voxelspacing=SPACING),
+        "medpy_assd_dc": lambda: (medpy_binary.assd(pred, ref, voxelspacing=SPACING), medpy_binary.dc(pred, ref)),
+        "full": lambda: evaluate_case(spacing=SPACING, **masks),
+        "tumour_only": lambda: evaluate_case(pred_tumour=pred, ref_tumour=ref, spacing=SPACING),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, function in functions.items():
+            seconds[name].append(timed(function))
+    return {name: statistics.median(values) for name, values in seconds.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="runs per timing; the median is reported")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic case")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per case; the median is reported")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic cases")
+    parser.add_argument("--lesions", type=int, nargs="+", default=list(LESION_COUNTS), help="reference lesion counts")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    masks = make_case(args.seed)
-    pred, ref = masks["pred_tumour"], masks["ref_tumour"]
-    logger.info("tumour voxels: prediction %d, reference %d", pred.sum(), ref.sum())
-
-    def srttt_tumour():
-        return evaluate_case(pred_tumour=pred, ref_tumour=ref, spacing=SPACING)
-
-    def medpy_tumour():
-        return medpy_binary.assd(pred, ref, voxelspacing=SPACING), medpy_binary.dc(pred, ref)
-
-    def srttt_with_liver():
-        return evaluate_case(spacing=SPACING, **masks)
-
-    def medpy_with_liver():
-        liver_pred, liver_ref = masks["pred_liver"], masks["ref_liver"]
-        liver = medpy_binary.assd(liver_pred, liver_ref, voxelspacing=SPACING), medpy_binary.dc(liver_pred, liver_ref)
-        return medpy_tumour(), liver
-
-    # Same values first, so the table compares equal work.
-    result = srttt_tumour()
-    medpy_assd, medpy_dice = medpy_tumour()
-    logger.info(
-        "tumour ASSD %.6f mm (MedPy %.6f), Dice %.6f (MedPy %.6f), TP/FP/FN at IoU > 0.5: %d/%d/%d",
-        result.tumour.distances.assd, medpy_assd, result.tumour.dice, medpy_dice,
-        result.detection.tp, result.detection.fp, result.detection.fn,
-    )
-
     rows = []
-    for label, ours, theirs in (
-        ("tumour only", srttt_tumour, medpy_tumour),
-        ("tumour and liver", srttt_with_liver, medpy_with_liver),
-    ):
-        ours_s = median_seconds(ours, args.repeats)
-        theirs_s = median_seconds(theirs, args.repeats)
-        rows.append((label, ours_s, theirs_s))
-        logger.info("%s: evaluate_case %.2f s, MedPy %.2f s", label, ours_s, theirs_s)
+    for n_lesions in args.lesions:
+        masks = make_case(args.seed, n_lesions)
+        check_same_values(masks, n_lesions)  # same values first, so the table compares equal work
+        medians = time_case(masks, args.repeats)
+        logger.info("%d lesions: %s", n_lesions, {name: round(value, 3) for name, value in medians.items()})
+        rows.append((n_lesions, medians))
 
-    print(f"Shape {SHAPE}, spacing {SPACING} mm, {N_LESIONS} reference lesions, median of {args.repeats} runs.\n")
-    print("| Masks | `evaluate_case` (s) | MedPy `assd` + `dc` (s) | MedPy / ours |")
-    print("|---|---|---|---|")
-    for label, ours_s, theirs_s in rows:
-        print(f"| {label} | {ours_s:.2f} | {theirs_s:.2f} | {theirs_s / ours_s:.1f} |")
+    print(f"Shape {SHAPE}, spacing {SPACING} mm, median of {args.repeats} interleaved rounds; times in seconds.\n")
+    print(
+        "| Reference lesions | (a) MedPy `assd` | (b) MedPy `assd` + `dc` | (c) `evaluate_case`, full "
+        "| (d) `evaluate_case`, tumour only | (a) / (c) | (b) / (c) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for n_lesions, m in rows:
+        print(
+            f"| {n_lesions} | {m['medpy_assd']:.2f} | {m['medpy_assd_dc']:.2f} | {m['full']:.3f} | "
+            f"{m['tumour_only']:.3f} | {m['medpy_assd'] / m['full']:.1f} | {m['medpy_assd_dc'] / m['full']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

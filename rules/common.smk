@@ -51,6 +51,7 @@ def model_weights(wildcards):
 def final_outputs():
     outputs = [L.tables_dir / f"main.{ext}" for ext in ("csv", "md", "tex")]
     outputs.append(L.figures_dir / "dice_per_case.png")
+    outputs.append(L.figures_dir / "synthesis_preview.png")
     outputs += [L.figures_dir / f"overlay_{case}.png" for case in TEST_CASES]
     outputs += [L.per_case_metrics(m) for m in METHODS]
     outputs += [L.dataset_json, L.case_sheet]

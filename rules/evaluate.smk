@@ -10,7 +10,7 @@ rule evaluate:
         per_case=pattern(L.per_case_metrics, "method"),
         summary=pattern(L.summary_metrics, "method"),
     params:
-        cfg=cfg_json("data", "model", "ttt", "mlflow"),
+        cfg=cfg_json("data", "model", "ttt", "tent", "mlflow"),
     log:
         pattern(lambda m: L.log("evaluate", m), "method"),
     benchmark:

@@ -10,7 +10,7 @@ rule infer:
         prediction=pattern(L.prediction, "method", "case"),
         info=pattern(L.prediction_info, "method", "case"),
     params:
-        cfg=cfg_json("device", "slices", "diffusion", "model", "train", "ttt"),
+        cfg=cfg_json("device", "slices", "diffusion", "model", "train", "ttt", "tent"),
     log:
         pattern(lambda m, c: L.log("infer", f"{m}/{c}"), "method", "case"),
     benchmark:

@@ -13,7 +13,7 @@ rule report:
         dice=str(L.figures_dir / "dice_per_case.png"),
         overlays=[str(L.figures_dir / f"overlay_{c}.png") for c in TEST_CASES],
     params:
-        cfg=cfg_json("data", "methods", "model", "train", "ttt", "mlflow"),
+        cfg=cfg_json("data", "methods", "model", "train", "ttt", "tent", "mlflow"),
     log:
         str(L.log("report", "report")),
     benchmark:

@@ -22,3 +22,23 @@ rule train:
         "../envs/torch.yaml"
     shell:
         "python -m srttt train --model {wildcards.model} --config-json {params.cfg:q} 2> {log}"
+
+
+rule synthesis_preview:
+    input:
+        manifest=str(L.manifest),
+    output:
+        str(L.figures_dir / "synthesis_preview.png"),
+    params:
+        cfg=cfg_json("slices", "synthesis", "diffusion"),
+    log:
+        str(L.log("train", "synthesis_preview")),
+    benchmark:
+        str(L.benchmark("train", "synthesis_preview"))
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "python -m srttt synth-preview --config-json {params.cfg:q} 2> {log}"

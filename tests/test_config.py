@@ -9,7 +9,7 @@ from srttt.config import ConfigError, load_params, merge
 def test_default_params_valid(repo):
     config = load_params(repo / "params.yaml")
     assert config["dataset"] == "demo"
-    assert config["methods"] == ["baseline", "srttt_nottt", "srttt_ttt"]
+    assert config["methods"] == ["baseline", "tent", "srttt_nottt", "srttt_ttt", "srttt_ttt_carry"]
 
 
 def test_paper_profile_overrides(repo):
@@ -33,10 +33,10 @@ def test_unknown_key_named(repo, tmp_path: Path):
 
 def test_wrong_value_named(repo, tmp_path: Path):
     config = yaml.safe_load((repo / "params.yaml").read_text())
-    config["ttt"]["optimizer_state"] = "sometimes"
+    config["train"]["mixture"] = "sometimes"
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(config))
-    with pytest.raises(ConfigError, match=r"ttt\.optimizer_state"):
+    with pytest.raises(ConfigError, match=r"train\.mixture"):
         load_params(path)
 
 

@@ -23,7 +23,7 @@ from srttt.layout import Layout
 
 pytestmark = pytest.mark.slow
 
-METHODS = ["baseline", "srttt_nottt", "srttt_ttt"]
+METHODS = ["baseline", "tent", "srttt_nottt", "srttt_ttt", "srttt_ttt_carry"]
 
 
 def _env() -> dict:
@@ -95,7 +95,8 @@ def test_tables_have_finite_metrics_for_every_case(tiny_run):
     assert np.isfinite(table["tumour_dice mean"]).all()
     assert np.isfinite(table["tumour_assd_mm mean"]).all()
     markdown = (layout.tables_dir / "main.md").read_text()
-    assert "SR-TTT with TTT" in markdown and "nan" not in markdown.lower()
+    assert "SR-TTT with TTT (carry)" in markdown
+    assert "nan" not in markdown.lower()
 
 
 def test_predictions_keep_source_geometry(tiny_run):

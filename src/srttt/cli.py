@@ -4,6 +4,8 @@ Every subcommand reads its parameters either from ``--params`` files (DVC and
 manual runs) or from ``--config-json`` (Snakemake passes the validated config
 sections a rule depends on), and takes its paths from ``srttt.layout``
 relative to ``--root``. Without ``--case`` a per-case stage runs every case.
+``evaluate-folder`` is the exception: it evaluates any folder of predictions
+against a folder of references and reads no parameters.
 """
 
 from __future__ import annotations
@@ -140,7 +142,9 @@ def cmd_report(args, config, layout):
     caption = (
         f"Tumour segmentation on '{layout.dataset}': mean ± std over test cases; Global Dice, "
         "detection and burden columns are dataset-level. "
-        f"TTT: {ttt['iterations']} iterations, lr {ttt['lr']}, optimizer state '{ttt['optimizer_state']}'; "
+        f"TTT: {ttt['iterations']} iterations, lr {ttt['lr']}, Adam state 'reset' (fresh per slice) or 'carry' "
+        f"(kept across the slices of a case) as named; TENT: {config['tent']['iterations']} iterations, "
+        f"lr {config['tent']['lr']}; "
         f"U-Net width {config['model']['width']}, {config['train']['epochs']} epochs."
     )
     paths = write_tables(per_case, summaries, layout.tables_dir, caption=caption)
@@ -157,6 +161,45 @@ def cmd_report(args, config, layout):
     )
 
 
+def cmd_evaluate_folder(args) -> None:
+    from srttt.evaluation.folder import evaluate_folder, write_results
+
+    results = evaluate_folder(
+        args.predictions,
+        args.references,
+        livers=args.livers,
+        reference_liver_label=args.reference_liver_label,
+        surface=args.surface,
+    )
+    write_results(results, args.out, args.summary)
+
+
+def _add_evaluate_folder(subparsers) -> None:
+    sub = subparsers.add_parser(
+        "evaluate-folder", help="evaluate a folder of predicted label maps against a folder of references"
+    )
+    sub.add_argument("--predictions", type=Path, required=True, help="folder of <case>.nii.gz, 1 liver / 2 tumour")
+    sub.add_argument("--references", type=Path, required=True, help="folder of <case>.nii.gz, 2 tumour")
+    sub.add_argument("--livers", type=Path, help="folder of <case>.nii.gz reference liver masks (0/1)")
+    sub.add_argument(
+        "--reference-liver-label",
+        type=int,
+        help="take the reference liver from this label of the references (1 for LiTS), plus the tumour",
+    )
+    sub.add_argument("--out", type=Path, required=True, help="per-case CSV to write")
+    sub.add_argument("--summary", type=Path, help="summary CSV to write (one row)")
+    sub.add_argument(
+        "--surface", choices=("voxel", "surfel"), default="voxel", help="surface definition (default: voxel, MedPy)"
+    )
+    sub.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+
+
+def cmd_synth_preview(args, config, layout):
+    from srttt.reporting.preview import write_synthesis_preview
+
+    write_synthesis_preview(layout, config, layout.figures_dir / "synthesis_preview.png", samples=args.samples)
+
+
 COMMANDS = {
     "make-case": (cmd_make_case, "generate or fetch cases into data/<dataset>/ (MSD layout)"),
     "dataset-index": (cmd_dataset_index, "write dataset.json and cases.csv"),
@@ -167,6 +210,7 @@ COMMANDS = {
     "infer": (cmd_infer, "segment test cases (with or without test-time training)"),
     "evaluate": (cmd_evaluate, "compute LiTS-protocol metrics per case and method"),
     "report": (cmd_report, "write the main table and figures"),
+    "synth-preview": (cmd_synth_preview, "write a PNG grid of synthetic training samples"),
 }
 
 
@@ -174,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srttt", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text)
+        sub = subparsers.add_parser(
+            name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        )
         sub.add_argument("--params", nargs="+", default=["params.yaml"], help="parameter files, later ones override")
         sub.add_argument("--config-json", help="parameters as JSON (used by Snakemake instead of --params)")
         sub.add_argument("--root", type=Path, default=Path("."), help="project root holding data/ and results/")
@@ -183,8 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--case", help="one case id (default: every case of the stage)")
         if name == "train":
             sub.add_argument("--model", choices=MODELS, help="one model (default: all)")
+        if name == "synth-preview":
+            sub.add_argument("--samples", type=int, default=8, help="number of synthetic draws shown")
         if name in ("infer", "evaluate"):
             sub.add_argument("--method", choices=list(METHOD_MODEL), help="one method (default: params.yaml methods)")
+    _add_evaluate_folder(subparsers)
     return parser
 
 
@@ -196,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if args.command == "evaluate-folder":
+            cmd_evaluate_folder(args)
+            return 0
         config = _config(args)
         layout = Layout(dataset=config["dataset"], root=args.root)
         COMMANDS[args.command][0](args, config, layout)

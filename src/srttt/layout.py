@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODELS = ("baseline", "srttt")
-METHOD_MODEL = {"baseline": "baseline", "srttt_nottt": "srttt", "srttt_ttt": "srttt"}
+# Each method names the trained model it starts from.
+METHOD_MODEL = {
+    "baseline": "baseline",
+    "tent": "baseline",
+    "srttt_nottt": "srttt",
+    "srttt_ttt": "srttt",
+    "srttt_ttt_carry": "srttt",
+}
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,38 @@ Definitions (P = prediction, R = reference):
 
 - Dice ``2|P & R| / (|P| + |R|)``, Jaccard ``|P & R| / |P | R|``,
   VOE ``1 - Jaccard``, RVD ``(|P| - |R|) / |R|``.
-- Surface voxels are mask voxels with at least one face neighbour outside the
-  mask (the mask XOR its erosion with a cross structure), and voxels outside
-  the array count as background, as in MedPy 0.5.2. ASSD is the mean, MSD
-  (Hausdorff) the maximum and RMSD the root mean square of the distances from
-  each surface voxel of one mask to the nearest surface voxel of the other,
-  pooled over both directions.
+- Surface distances take one of two surface definitions, picked by the
+  ``surface`` argument:
+
+  ``"voxel"`` (default, MedPy 0.5.2): the surface elements are the mask
+  voxels with at least one face neighbour outside the mask (the mask XOR its
+  erosion with a cross structure), voxels outside the array counting as
+  background, each with weight 1. ASSD is the mean, MSD (Hausdorff) the
+  maximum and RMSD the root mean square of the distances from each surface
+  voxel of one mask to the nearest surface voxel of the other, pooled over
+  both directions. ``average_surface_distance(a, b)`` is the one-directional
+  mean from ``a`` to ``b`` (MedPy's ``asd``).
+
+  ``"surfel"`` (DeepMind's ``surface-distance`` 0.1, 2D and 3D only): the
+  surface elements sit on the voxel-corner grid, half a voxel off the voxel
+  centres. A corner is a surface element when the 2 x 2 (x 2) voxels around
+  it are neither all inside nor all outside, and its weight is the length
+  (2D, marching squares) or area (3D, marching cubes) in mm of the
+  iso-contour through that cell. The 3D triangulation is Lorensen's, applied
+  to the cell's minority side (the inside voxels when at most 4 of 8 are
+  inside, else the outside voxels). This gives the area of DeepMind's
+  lookup table for each of the 256 cells, which the tests check. Distances run
+  between corner-grid elements; averages are weighted by the element sizes;
+  MSD is the maximum (DeepMind's ``compute_robust_hausdorff(d, 100)``).
+  DeepMind's package reports the two directed averages apart; ASSD here pools
+  both directions, weighted. The two definitions give different values on the
+  same masks: surfels lie half a voxel outside the voxel surface, and each
+  element counts by its size rather than once. Neither is wrong; MedPy's
+  matches the LiTS evaluation, so it is the default and feeds the tables.
+
+  Distances are exact Euclidean nearest-neighbour queries in mm between
+  surface elements (a k-d tree), which give the values of a distance
+  transform of one surface sampled at the other's elements.
 - Lesions are the connected components of a tumour mask under
   ``LESION_CONNECTIVITY``. Predicted and reference lesions are grouped by
   overlap: a group is a connected component of the graph whose nodes are all
@@ -54,13 +80,16 @@ means meaningless. It also computes the lesion RVD with swapped arguments,
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
 from scipy.sparse import coo_matrix
+from scipy.spatial import cKDTree
 from scipy.sparse.csgraph import connected_components
 
 logger = logging.getLogger(__name__)
@@ -74,6 +103,12 @@ LESION_CONNECTIVITY = 1
 # IoU > 0 is the lenient count.
 DETECTION_IOU = 0.5
 LENIENT_DETECTION_IOU = 0.0
+
+# Surface definitions (see the module docstring): "voxel" is MedPy's and the
+# default, "surfel" is DeepMind's surface-distance package's.
+SURFACE_VOXEL = "voxel"
+SURFACE_SURFEL = "surfel"
+SURFACE_DEFINITIONS = (SURFACE_VOXEL, SURFACE_SURFEL)
 
 
 class MetricInputError(ValueError):
@@ -282,15 +317,36 @@ def distance_penalty(shape: Sequence[int], spacing: Sequence[float]) -> float:
     return float(np.sqrt(np.sum(extent**2)))
 
 
+def _check_surface(surface: str) -> None:
+    if surface not in SURFACE_DEFINITIONS:
+        raise MetricInputError(
+            f"surface={surface!r} is not a surface definition; use one of {SURFACE_DEFINITIONS} "
+            "(see the module docstring)"
+        )
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Return the bounding box of the mask voxels, or None for an empty mask."""
+    box = []
+    for axis in range(mask.ndim):
+        other_axes = tuple(a for a in range(mask.ndim) if a != axis)
+        occupied = np.flatnonzero(np.any(mask, axis=other_axes))
+        if len(occupied) == 0:
+            return None
+        box.append(slice(int(occupied[0]), int(occupied[-1]) + 1))
+    return tuple(box)
+
+
 def _union_crop(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Crop both masks to the bounding box of their union.
+    """Crop two masks, not both empty, to the bounding box of their union.
 
     Cropping changes no distance. The erosion in ``_surface`` treats voxels
     outside the crop as background, which they are in the full volume (the
-    box holds every mask voxel) and which MedPy assumes at the array border.
-    And every surface voxel, so every nearest surface voxel, lies in the crop.
+    box contains every mask voxel) and which MedPy assumes at the array border.
+    The surfel grid is padded with background in the same way. And every
+    surface element, so every nearest surface element, lies in the crop.
     """
-    box = ndimage.find_objects((a | b).astype(np.uint8))[0]
+    box = _bounding_box(a | b)
     return a[box], b[box]
 
 
@@ -300,39 +356,237 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask ^ ndimage.binary_erosion(mask, structure=cross, border_value=0)
 
 
-def surface_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[float]) -> SurfaceDistances:
-    """Compute the symmetric surface distances (mm) between two masks of any dimension.
+@dataclasses.dataclass(frozen=True)
+class _Surface:
+    """Surface elements of one mask: positions in mm, weights, and lesion labels (voxel surfaces)."""
 
-    ``spacing`` lists the voxel size in mm per array axis. With one mask
-    empty, every distance is ``distance_penalty(a.shape, spacing)``. With
-    both empty, every distance is 0.
+    points: np.ndarray  # (n, ndim), mm, in the frame of the crop the surface came from
+    weights: np.ndarray  # (n,), 1 per voxel or the surfel area (mm^2) / contour length (mm)
+    labels: np.ndarray | None = None  # (n,), lesion label of each surface voxel
+
+    def select(self, lesion_labels: Sequence[int]) -> _Surface:
+        """Keep the surface voxels of the given lesions."""
+        keep = np.isin(self.labels, lesion_labels)
+        return _Surface(points=self.points[keep], weights=self.weights[keep], labels=self.labels[keep])
+
+
+def _voxel_surface(mask: np.ndarray, sampling: np.ndarray, labels: np.ndarray | None = None) -> _Surface:
+    """Surface voxels of ``mask`` (MedPy's definition), each with weight 1."""
+    index = np.nonzero(_surface(mask))
+    points = np.stack(index, axis=1) * sampling
+    return _Surface(
+        points=points,
+        weights=np.ones(len(points)),
+        labels=None if labels is None else labels[index],
+    )
+
+
+def _neighbour_codes(mask: np.ndarray) -> np.ndarray:
+    """Code the 2^ndim voxels around each voxel corner as the bits of one integer.
+
+    Corner ``p`` sits between voxels ``p - 1`` and ``p`` on every axis (so at
+    ``p - 0.5`` in voxel units), and the array has one more corner than voxels
+    per axis. The voxel at offset ``o`` (0 or 1 per axis, ``o`` read as a
+    binary number in axis order) sets bit ``2^ndim - 1 - o``. Voxels outside
+    the array count as background.
+    """
+    padded = np.pad(mask, 1)
+    corners = tuple(n + 1 for n in mask.shape)
+    codes = np.zeros(corners, dtype=np.uint8)
+    n_offsets = 2**mask.ndim
+    for rank, offset in enumerate(itertools.product((0, 1), repeat=mask.ndim)):
+        window = tuple(slice(o, o + n) for o, n in zip(offset, corners, strict=True))
+        codes |= padded[window].astype(np.uint8) << (n_offsets - 1 - rank)
+    return codes
+
+
+def _cell_inside(code: int, ndim: int) -> np.ndarray:
+    """Decode a neighbour code into its 2 x 2 (x 2) cell of 0/1 values (the inverse of ``_neighbour_codes``)."""
+    n_offsets = 2**ndim
+    bits = [(code >> (n_offsets - 1 - rank)) & 1 for rank in range(n_offsets)]
+    return np.asarray(bits, dtype=np.float64).reshape((2,) * ndim)
+
+
+def _contour_length_table(sampling: np.ndarray) -> np.ndarray:
+    """Length (mm) of the marching-squares contour in each of the 16 cells of a 2D corner grid."""
+    half_diagonal = 0.5 * math.hypot(sampling[0], sampling[1])
+    table = np.zeros(16)
+    for code in range(1, 15):
+        inside = _cell_inside(code, 2)
+        n_inside = int(inside.sum())
+        if n_inside != 2:  # one corner cut off
+            table[code] = half_diagonal
+        elif inside[0, 0] == inside[0, 1]:  # the rows differ: a segment along axis 1
+            table[code] = sampling[1]
+        elif inside[0, 0] == inside[1, 0]:  # the columns differ: a segment along axis 0
+            table[code] = sampling[0]
+        else:  # diagonal pair: two corners cut off
+            table[code] = 2.0 * half_diagonal
+    return table
+
+
+@functools.cache
+def _unit_surfel_area_vectors() -> tuple[np.ndarray, ...]:
+    """Area vectors (unit voxels) of the marching-cubes triangles of each of the 256 3D cells.
+
+    The triangles come from scikit-image's Lorensen marching cubes run on the
+    cell's minority side: the inside voxels when at most 4 of the 8 are
+    inside, the outside voxels otherwise. The vertices are edge midpoints.
+    """
+    from skimage import measure
+
+    vectors = []
+    for code in range(256):
+        inside = _cell_inside(code, 3)
+        if inside.sum() in (0, 8):
+            vectors.append(np.zeros((0, 3)))
+            continue
+        if inside.sum() > 4:
+            inside = 1.0 - inside
+        vertices, faces, _, _ = measure.marching_cubes(inside, level=0.5, method="lorensen")
+        vertices = np.round(vertices.astype(np.float64) * 2.0) / 2.0  # midpoints, exact in float
+        triangles = vertices[faces]
+        vectors.append(0.5 * np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0]))
+    return tuple(vectors)
+
+
+def _surfel_area_table(sampling: np.ndarray) -> np.ndarray:
+    """Area (mm^2) of the marching-cubes surface in each of the 256 cells of a 3D corner grid."""
+    # Scaling the axes by the spacing scales a triangle's area vector by the
+    # products of the other two spacings.
+    scale = np.array([sampling[1] * sampling[2], sampling[0] * sampling[2], sampling[0] * sampling[1]])
+    return np.array([np.linalg.norm(vectors * scale, axis=1).sum() for vectors in _unit_surfel_area_vectors()])
+
+
+def _surfel_surface(mask: np.ndarray, sampling: np.ndarray) -> _Surface:
+    """Surface elements of ``mask`` on the voxel-corner grid, weighted by area (3D) or length (2D)."""
+    if mask.ndim == 2:
+        table = _contour_length_table(sampling)
+    elif mask.ndim == 3:
+        table = _surfel_area_table(sampling)
+    else:
+        raise MetricInputError(f"surface='surfel' needs 2D or 3D masks, got shape {mask.shape}; use 'voxel'")
+    codes = _neighbour_codes(mask)
+    border = (codes != 0) & (codes != 2 ** (2**mask.ndim) - 1)
+    index = np.nonzero(border)
+    return _Surface(points=(np.stack(index, axis=1) - 0.5) * sampling, weights=table[codes[index]])
+
+
+def _mask_surface(mask: np.ndarray, sampling: np.ndarray, surface: str) -> _Surface:
+    return _voxel_surface(mask, sampling) if surface == SURFACE_VOXEL else _surfel_surface(mask, sampling)
+
+
+@dataclasses.dataclass(frozen=True)
+class SurfaceSamples:
+    """Directed distances (mm) from each surface element of one mask to the other mask's surface.
+
+    ``a_weights`` and ``b_weights`` give each element's weight: 1 for the
+    voxel surface, the area in mm^2 (3D) or length in mm (2D) for surfels.
+    """
+
+    a_to_b: np.ndarray
+    b_to_a: np.ndarray
+    a_weights: np.ndarray
+    b_weights: np.ndarray
+
+    def symmetric(self) -> SurfaceDistances:
+        """Pool both directions: weighted mean, maximum and weighted root mean square."""
+        distances = np.concatenate([self.a_to_b, self.b_to_a])
+        weights = np.concatenate([self.a_weights, self.b_weights])
+        return SurfaceDistances(
+            assd=float(np.sum(distances * weights) / np.sum(weights)),
+            msd=float(distances.max()),
+            rmsd=float(np.sqrt(np.sum(distances**2 * weights) / np.sum(weights))),
+        )
+
+
+def _directed(source: _Surface, target: _Surface) -> np.ndarray:
+    """Distance (mm) from each surface element of ``source`` to the nearest one of ``target``.
+
+    An exact nearest-neighbour query in mm, so the same values as a Euclidean
+    distance transform of the target surface sampled at the source elements,
+    at the cost of the surface elements rather than of the box around them.
+    """
+    distances, _ = cKDTree(target.points).query(source.points, k=1)
+    return distances
+
+
+def _samples(a: _Surface, b: _Surface) -> SurfaceSamples:
+    return SurfaceSamples(a_to_b=_directed(a, b), b_to_a=_directed(b, a), a_weights=a.weights, b_weights=b.weights)
+
+
+def surface_samples(
+    a: np.ndarray, b: np.ndarray, spacing: Sequence[float], *, surface: str = SURFACE_VOXEL
+) -> SurfaceSamples:
+    """Return the directed surface distances (mm) of two non-empty masks with their weights.
+
+    ``spacing`` lists the voxel size in mm per array axis; ``surface`` picks
+    the definition (see the module docstring).
     """
     a = _as_mask(a, "a")
     b = _as_mask(b, "b")
     _check_same_shape(a=a, b=b)
     sampling = _check_spacing(spacing, a.ndim)
+    _check_surface(surface)
+    if not a.any() or not b.any():
+        raise MetricInputError(
+            "surface_samples needs two non-empty masks; surface_distances applies the empty-mask policy"
+        )
+    a_crop, b_crop = _union_crop(a, b)
+    return _samples(_mask_surface(a_crop, sampling, surface), _mask_surface(b_crop, sampling, surface))
 
+
+def _empty_pair_distance(a: np.ndarray, b: np.ndarray, sampling: np.ndarray) -> float | None:
+    """Distance set by the empty-mask policy, or None when both masks have voxels."""
     a_empty = not a.any()
     b_empty = not b.any()
     if a_empty and b_empty:
-        return SurfaceDistances(assd=0.0, msd=0.0, rmsd=0.0)
+        return 0.0
     if a_empty or b_empty:
-        penalty = distance_penalty(a.shape, sampling)
-        return SurfaceDistances(assd=penalty, msd=penalty, rmsd=penalty)
+        return distance_penalty(a.shape, sampling)
+    return None
 
-    a_crop, b_crop = _union_crop(a, b)
-    a_surface = _surface(a_crop)
-    b_surface = _surface(b_crop)
-    # The distance transform measures each voxel's distance to the nearest
-    # zero, so the other mask's surface becomes the zeros.
-    a_to_b = ndimage.distance_transform_edt(~b_surface, sampling=sampling)[a_surface]
-    b_to_a = ndimage.distance_transform_edt(~a_surface, sampling=sampling)[b_surface]
-    distances = np.concatenate([a_to_b, b_to_a])
-    return SurfaceDistances(
-        assd=float(distances.mean()),
-        msd=float(distances.max()),
-        rmsd=float(np.sqrt(np.mean(distances**2))),
-    )
+
+def surface_distances(
+    a: np.ndarray, b: np.ndarray, spacing: Sequence[float], *, surface: str = SURFACE_VOXEL
+) -> SurfaceDistances:
+    """Compute the symmetric surface distances (mm) between two masks.
+
+    ``spacing`` lists the voxel size in mm per array axis. With one mask
+    empty, every distance is ``distance_penalty(a.shape, spacing)``. With
+    both empty, every distance is 0. ``surface="voxel"`` works in any
+    dimension, ``"surfel"`` in 2D and 3D.
+    """
+    a = _as_mask(a, "a")
+    b = _as_mask(b, "b")
+    _check_same_shape(a=a, b=b)
+    sampling = _check_spacing(spacing, a.ndim)
+    _check_surface(surface)
+    policy = _empty_pair_distance(a, b, sampling)
+    if policy is not None:
+        return SurfaceDistances(assd=policy, msd=policy, rmsd=policy)
+    return surface_samples(a, b, sampling, surface=surface).symmetric()
+
+
+def average_surface_distance(
+    a: np.ndarray, b: np.ndarray, spacing: Sequence[float], *, surface: str = SURFACE_VOXEL
+) -> float:
+    """Compute the directed average distance (mm) from the surface of ``a`` to that of ``b``.
+
+    This is MedPy's ``asd(a, b)`` for ``surface="voxel"`` and the first value
+    of DeepMind's ``compute_average_surface_distance`` with ``mask_gt=a`` for
+    ``surface="surfel"``. Empty masks follow the empty-mask policy.
+    """
+    a = _as_mask(a, "a")
+    b = _as_mask(b, "b")
+    _check_same_shape(a=a, b=b)
+    sampling = _check_spacing(spacing, a.ndim)
+    _check_surface(surface)
+    policy = _empty_pair_distance(a, b, sampling)
+    if policy is not None:
+        return policy
+    samples = surface_samples(a, b, sampling, surface=surface)
+    return float(np.sum(samples.a_to_b * samples.a_weights) / np.sum(samples.a_weights))
 
 
 def _policy_comparison(pred_voxels: int, ref_voxels: int, penalty_mm: float, structure: str) -> MaskComparison:
@@ -373,25 +627,17 @@ def _policy_comparison(pred_voxels: int, ref_voxels: int, penalty_mm: float, str
     )
 
 
-def compare_masks(
-    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], *, structure: str = "mask"
+def _comparison(
+    pred_voxels: int,
+    ref_voxels: int,
+    intersection: int,
+    distances: Callable[[], SurfaceDistances],
+    penalty_mm: float,
+    structure: str,
 ) -> MaskComparison:
-    """Score a predicted mask against a reference mask, applying the empty-mask policy.
-
-    ``structure`` names the masks in the policy note, for example ``"tumour"``.
-    """
-    pred = _as_mask(pred, f"{structure} prediction")
-    ref = _as_mask(ref, f"{structure} reference")
-    _check_same_shape(prediction=pred, reference=ref)
-    sampling = _check_spacing(spacing, pred.ndim)
-
-    pred_voxels = int(np.count_nonzero(pred))
-    ref_voxels = int(np.count_nonzero(ref))
+    """Build a comparison from voxel counts; ``distances`` runs only when both masks have voxels."""
     if pred_voxels == 0 or ref_voxels == 0:
-        penalty = distance_penalty(pred.shape, sampling)
-        return _policy_comparison(pred_voxels, ref_voxels, penalty, structure)
-
-    intersection = int(np.count_nonzero(pred & ref))
+        return _policy_comparison(pred_voxels, ref_voxels, penalty_mm, structure)
     union = pred_voxels + ref_voxels - intersection
     jaccard = intersection / union
     return MaskComparison(
@@ -402,7 +648,35 @@ def compare_masks(
         jaccard=jaccard,
         voe=1.0 - jaccard,
         rvd=(pred_voxels - ref_voxels) / ref_voxels,
-        distances=surface_distances(pred, ref, sampling),
+        distances=distances(),
+    )
+
+
+def compare_masks(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    spacing: Sequence[float],
+    *,
+    structure: str = "mask",
+    surface: str = SURFACE_VOXEL,
+) -> MaskComparison:
+    """Score a predicted mask against a reference mask, applying the empty-mask policy.
+
+    ``structure`` names the masks in the policy note, for example ``"tumour"``;
+    ``surface`` picks the surface definition (see the module docstring).
+    """
+    pred = _as_mask(pred, f"{structure} prediction")
+    ref = _as_mask(ref, f"{structure} reference")
+    _check_same_shape(prediction=pred, reference=ref)
+    sampling = _check_spacing(spacing, pred.ndim)
+    _check_surface(surface)
+    return _comparison(
+        pred_voxels=int(np.count_nonzero(pred)),
+        ref_voxels=int(np.count_nonzero(ref)),
+        intersection=int(np.count_nonzero(pred & ref)),
+        distances=lambda: surface_samples(pred, ref, sampling, surface=surface).symmetric(),
+        penalty_mm=distance_penalty(pred.shape, sampling),
+        structure=structure,
     )
 
 
@@ -487,18 +761,52 @@ def _group_box(
     )
 
 
+def _score_groups_on_surfaces(
+    groups: Sequence[LesionGroup], pred_surface: _Surface, ref_surface: _Surface
+) -> list[MaskComparison]:
+    """Score lesion groups from labelled voxel surfaces of the whole label maps."""
+    return [
+        _comparison(
+            pred_voxels=group.pred_voxels,
+            ref_voxels=group.ref_voxels,
+            intersection=group.intersection_voxels,
+            distances=lambda group=group: _samples(
+                pred_surface.select(group.pred_lesions), ref_surface.select(group.ref_lesions)
+            ).symmetric(),
+            penalty_mm=0.0,  # unused: every group has predicted and reference voxels
+            structure="lesion",
+        )
+        for group in groups
+    ]
+
+
 def score_lesion_groups(
     groups: Sequence[LesionGroup],
     pred_labels: np.ndarray,
     ref_labels: np.ndarray,
     spacing: Sequence[float],
+    *,
+    surface: str = SURFACE_VOXEL,
 ) -> list[MaskComparison]:
     """Score each group's predicted lesions against its reference lesions.
 
-    Each group is scored inside the bounding box of its lesions. This gives
-    the same values as the whole volume, for the reason given in
-    ``_union_crop``; other lesions inside the box are masked out.
+    With ``surface="voxel"`` the surface voxels of each label map are found
+    once, and a group's surface is the subset on its lesions. That subset is
+    the surface of the group's own mask: lesions are face-connected
+    components, so a face neighbour of a lesion voxel is either in the same
+    lesion or background. With ``surface="surfel"`` (where lesions touching
+    at an edge share corner cells) each group is scored inside the bounding
+    box of its lesions, which gives the same values as the whole volume for
+    the reason given in ``_union_crop``.
     """
+    sampling = _check_spacing(spacing, pred_labels.ndim)
+    _check_surface(surface)
+    if surface == SURFACE_VOXEL:
+        return _score_groups_on_surfaces(
+            groups,
+            _voxel_surface(pred_labels > 0, sampling, pred_labels),
+            _voxel_surface(ref_labels > 0, sampling, ref_labels),
+        )
     pred_boxes = ndimage.find_objects(pred_labels)
     ref_boxes = ndimage.find_objects(ref_labels)
     scores = []
@@ -506,7 +814,7 @@ def score_lesion_groups(
         box = _group_box(group, pred_boxes, ref_boxes)
         pred = np.isin(pred_labels[box], group.pred_lesions)
         ref = np.isin(ref_labels[box], group.ref_lesions)
-        scores.append(compare_masks(pred, ref, spacing, structure="lesion"))
+        scores.append(compare_masks(pred, ref, sampling, structure="lesion", surface=surface))
     return scores
 
 
@@ -546,6 +854,12 @@ def _tumour_burden(tumour: np.ndarray, liver: np.ndarray) -> float:
     return float(np.count_nonzero(tumour) / liver_voxels)
 
 
+def _tumour_box(pred_tumour: np.ndarray, ref_tumour: np.ndarray) -> tuple[slice, ...]:
+    """Bounding box of both tumour masks; one voxel at the origin when both are empty."""
+    box = _bounding_box(pred_tumour | ref_tumour)
+    return box if box is not None else (slice(0, 1),) * pred_tumour.ndim
+
+
 def evaluate_case(
     *,
     pred_tumour: np.ndarray,
@@ -554,6 +868,7 @@ def evaluate_case(
     ref_liver: np.ndarray | None = None,
     spacing: Sequence[float],
     case: str = "",
+    surface: str = SURFACE_VOXEL,
 ) -> CaseResult:
     """Compute the LiTS-protocol metrics of one case.
 
@@ -561,7 +876,11 @@ def evaluate_case(
     is the voxel size in mm along ``(I, J, K)``. Liver masks are optional, but
     pass both or neither. They enable the liver scores and the tumour burden,
     where the liver volume includes the tumour. See the module docstring for
-    the definitions and the empty-mask policy.
+    the definitions, the empty-mask policy and ``surface``.
+
+    The tumour work runs inside the bounding box of both tumour masks, and
+    with ``surface="voxel"`` the surface voxels found there serve the
+    whole-case tumour distances and every lesion's distances.
     """
     pred_tumour = _as_mask(pred_tumour, f"case {case!r} predicted tumour")
     ref_tumour = _as_mask(ref_tumour, f"case {case!r} reference tumour")
@@ -569,14 +888,43 @@ def evaluate_case(
     if pred_tumour.ndim != 3:
         raise MetricInputError(f"case {case!r}: masks have shape {pred_tumour.shape}; (I, J, K) volumes are expected")
     sampling = _check_spacing(spacing, pred_tumour.ndim)
+    _check_surface(surface)
     if (pred_liver is None) != (ref_liver is None):
         raise MetricInputError(
             f"case {case!r}: only one liver mask was given; pass pred_liver and ref_liver together, or neither"
         )
+    penalty = distance_penalty(pred_tumour.shape, sampling)
     notes = []
 
-    # whole-case tumour
-    tumour = compare_masks(pred_tumour, ref_tumour, sampling, structure="tumour")
+    # lesions, inside the tumour box
+    box = _tumour_box(pred_tumour, ref_tumour)
+    pred_box, ref_box = pred_tumour[box], ref_tumour[box]
+    pred_labels, n_pred = label_lesions(pred_box)
+    ref_labels, n_ref = label_lesions(ref_box)
+    groups, unmatched_pred, unmatched_ref = group_lesions(pred_labels, n_pred, ref_labels, n_ref)
+    detection = count_detections(groups, unmatched_pred, unmatched_ref, DETECTION_IOU)
+    lenient_detection = count_detections(groups, unmatched_pred, unmatched_ref, LENIENT_DETECTION_IOU)
+
+    # whole-case tumour; the voxel surfaces found here serve the lesions too
+    if surface == SURFACE_VOXEL:
+        pred_surface = _voxel_surface(pred_box, sampling, pred_labels)
+        ref_surface = _voxel_surface(ref_box, sampling, ref_labels)
+
+        def tumour_distances() -> SurfaceDistances:
+            return _samples(pred_surface, ref_surface).symmetric()
+    else:
+
+        def tumour_distances() -> SurfaceDistances:
+            return surface_samples(pred_box, ref_box, sampling, surface=surface).symmetric()
+
+    tumour = _comparison(
+        pred_voxels=int(np.count_nonzero(pred_box)),
+        ref_voxels=int(np.count_nonzero(ref_box)),
+        intersection=int(np.count_nonzero(pred_box & ref_box)),
+        distances=tumour_distances,
+        penalty_mm=penalty,
+        structure="tumour",
+    )
     notes.append(tumour.note)
 
     # liver and tumour burden
@@ -586,25 +934,21 @@ def evaluate_case(
         pred_liver = _as_mask(pred_liver, f"case {case!r} predicted liver")
         ref_liver = _as_mask(ref_liver, f"case {case!r} reference liver")
         _check_same_shape(pred_tumour=pred_tumour, pred_liver=pred_liver, ref_liver=ref_liver)
-        liver = compare_masks(pred_liver, ref_liver, sampling, structure="liver")
+        liver = compare_masks(pred_liver, ref_liver, sampling, structure="liver", surface=surface)
         notes.append(liver.note)
         burden_pred = _tumour_burden(pred_tumour, pred_liver)
         burden_ref = _tumour_burden(ref_tumour, ref_liver)
 
-    # lesion detection
-    pred_labels, n_pred = label_lesions(pred_tumour)
-    ref_labels, n_ref = label_lesions(ref_tumour)
-    groups, unmatched_pred, unmatched_ref = group_lesions(pred_labels, n_pred, ref_labels, n_ref)
-    detection = count_detections(groups, unmatched_pred, unmatched_ref, DETECTION_IOU)
-    lenient_detection = count_detections(groups, unmatched_pred, unmatched_ref, LENIENT_DETECTION_IOU)
-
     # detected lesions
     detected_groups = [group for group in groups if group.iou > DETECTION_IOU]
-    lesions = score_lesion_groups(detected_groups, pred_labels, ref_labels, sampling)
+    if surface == SURFACE_VOXEL:
+        lesions = _score_groups_on_surfaces(detected_groups, pred_surface, ref_surface)
+    else:
+        lesions = score_lesion_groups(detected_groups, pred_labels, ref_labels, sampling, surface=surface)
     fallback = _policy_comparison(
         pred_voxels=tumour.pred_voxels if tumour.ref_voxels == 0 else 0,
         ref_voxels=tumour.ref_voxels,
-        penalty_mm=distance_penalty(pred_tumour.shape, sampling),
+        penalty_mm=penalty,
         structure="lesions (none detected)",
     )
     lesion_means = _lesion_means(lesions, fallback)

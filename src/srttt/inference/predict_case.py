@@ -5,7 +5,11 @@ Methods:
 - ``baseline``: the synthetic-only segmentor, no adaptation;
 - ``srttt_nottt``: the SR-TTT segmentor, no adaptation;
 - ``srttt_ttt``: the SR-TTT segmentor adapted per slice by test-time training
-  (optimiser policy ``ttt.optimizer_state``: ``reset`` or ``carry``).
+  with a fresh Adam per slice (policy ``reset``);
+- ``srttt_ttt_carry``: the same with one Adam whose moments carry over from
+  slice to slice within the case (policy ``carry``, as in the authors' prototype);
+- ``tent``: the baseline segmentor adapted per slice by entropy minimisation
+  (TENT-style; all segmentor weights are updated, as it has no normalisation layers).
 
 Every slice whose liver mask is non-empty is segmented at the network size
 and its tumour probabilities are resampled back to the slice's native grid,
@@ -23,7 +27,7 @@ import pandas as pd
 import torch
 
 from srttt.device import resolve_device
-from srttt.inference.ttt import predict, ttt_adapt, ttt_adapt_batched
+from srttt.inference.ttt import predict, tent_adapt, ttt_adapt, ttt_adapt_batched
 from srttt.io.atomic import write_text
 from srttt.io.nifti import Geometry, check_same_grid, load_volume, save_volume
 from srttt.layout import METHOD_MODEL, Layout
@@ -54,8 +58,15 @@ def _segment(nets, images: torch.Tensor, livers: torch.Tensor, method: str, conf
     if method in ("baseline", "srttt_nottt"):
         with torch.no_grad():
             return predict(nets.segmentor, images, livers)
+    if method == "tent":
+        tent = config["tent"]
+        probabilities, _ = tent_adapt(
+            nets.segmentor, images, livers, iterations=int(tent["iterations"]), lr=float(tent["lr"])
+        )
+        return probabilities
     ttt = config["ttt"]
-    if ttt["optimizer_state"] == "reset" and int(ttt["batch_slices"]) > 1:
+    policy = "carry" if method == "srttt_ttt_carry" else "reset"
+    if policy == "reset" and int(ttt["batch_slices"]) > 1:
         probabilities, _ = ttt_adapt_batched(
             nets, images, livers, iterations=int(ttt["iterations"]), lr=float(ttt["lr"]),
             batch_size=int(ttt["batch_slices"]),
@@ -65,7 +76,7 @@ def _segment(nets, images: torch.Tensor, livers: torch.Tensor, method: str, conf
         # prototype kept one Adam for the whole test set, so its results also depended on case order.
         probabilities, _ = ttt_adapt(
             nets, images, livers, iterations=int(ttt["iterations"]), lr=float(ttt["lr"]),
-            policy=ttt["optimizer_state"],
+            policy=policy,
         )
     return probabilities
 
@@ -125,7 +136,7 @@ def predict_case(layout: Layout, method: str, case: str, config: dict) -> dict:
         "liver_slices": len(images),
         "tumour_voxels": int(np.count_nonzero(label_map == TUMOUR_LABEL)),
         "seconds": round(time.perf_counter() - started, 3),
-        "ttt_optimizer_state": config["ttt"]["optimizer_state"] if method == "srttt_ttt" else "",
+        "ttt_optimizer_state": {"srttt_ttt": "reset", "srttt_ttt_carry": "carry"}.get(method, ""),
     }
     write_text(layout.prediction_info(method, case), json.dumps(record, indent=2) + "\n")
     logger.info("case %s, %s: %d liver slices, %d tumour voxels predicted in %.1f s",

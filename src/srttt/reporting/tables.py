@@ -15,7 +15,9 @@ logger = logging.getLogger(__name__)
 METHOD_NAMES = {
     "baseline": "Synthetic only (baseline)",
     "srttt_nottt": "SR-TTT, no TTT",
-    "srttt_ttt": "SR-TTT with TTT",
+    "tent": "TENT-style entropy minimisation",
+    "srttt_ttt": "SR-TTT with TTT (reset)",
+    "srttt_ttt_carry": "SR-TTT with TTT (carry)",
 }
 
 # (per-case column, table header, decimals); columns absent from the per-case CSV are skipped.
