@@ -38,6 +38,7 @@ SUMMARY_COLUMNS = [
     ("precision_iou50", "Precision (IoU>0.5)", 3),
     ("recall_iou0", "Recall (IoU>0)", 3),
     ("tumour_burden_rmse", "Burden RMSE", 3),
+    ("tumour_burden_max_abs_error", "Burden max", 3),
 ]
 
 
