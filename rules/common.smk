@@ -12,7 +12,7 @@ sys.path.insert(0, SRC)
 shell.prefix(f"export PYTHONPATH={shlex.quote(SRC)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 from srttt.data.cases import case_table, cases_in_split  # noqa: E402
-from srttt.layout import METHOD_MODEL, Layout  # noqa: E402
+from srttt.layout import METHOD_MODEL, MODELS, Layout  # noqa: E402
 
 try:
     CASES = case_table(config)
@@ -23,12 +23,11 @@ L = Layout(dataset=config["dataset"])
 ALL_CASES = [c.case for c in CASES]
 TEST_CASES = cases_in_split(config, "test")
 METHODS = list(config["methods"])
-MODELS_USED = sorted({METHOD_MODEL[m] for m in METHODS})
 
 wildcard_constraints:
     case="|".join(ALL_CASES),
     method="|".join(METHOD_MODEL),
-    model="baseline|srttt",
+    model="|".join(MODELS),
 
 
 def cfg_json(*sections):

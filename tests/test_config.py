@@ -9,7 +9,7 @@ from srttt.config import ConfigError, load_params, merge
 def test_default_params_valid(repo):
     config = load_params(repo / "params.yaml")
     assert config["dataset"] == "demo"
-    assert config["methods"] == ["baseline", "tent", "srttt_nottt", "srttt_ttt", "srttt_ttt_carry"]
+    assert config["methods"] == ["baseline", "tent", "srttt_nottt", "srttt_ttt", "srttt_ttt_carry", "supervised"]
 
 
 def test_paper_profile_overrides(repo):

@@ -23,7 +23,7 @@ from srttt.layout import Layout
 
 pytestmark = pytest.mark.slow
 
-METHODS = ["baseline", "tent", "srttt_nottt", "srttt_ttt", "srttt_ttt_carry"]
+METHODS = ["baseline", "tent", "srttt_nottt", "srttt_ttt", "srttt_ttt_carry", "srttt_mix0_ttt", "supervised"]
 
 
 def _env() -> dict:
@@ -72,7 +72,8 @@ def test_snakemake_writes_every_output(tiny_run):
     expected += [layout.tables_dir / f"main.{ext}" for ext in ("csv", "md", "tex")]
     expected += [layout.figures_dir / "dice_per_case.png"]
     expected += [layout.figures_dir / f"overlay_{case}.png" for case in test_cases]
-    expected += [layout.weights(m) for m in ("baseline", "srttt")]
+    expected += [layout.weights(m) for m in ("baseline", "srttt", "srttt_mix0", "supervised")]
+    expected += [layout.figures_dir / "synthesis_preview.png"]
     expected += [layout.prediction(m, c) for m in METHODS for c in test_cases]
     for path in expected:
         assert path.is_file(), f"missing {path}"
@@ -134,7 +135,8 @@ def test_mlflow_store_has_runs_params_metrics(tiny_run):
     runs = mlflow.search_runs(experiment_names=[config["mlflow"]["experiment"]])
     names = set(runs["tags.mlflow.runName"])
     dataset = config["dataset"]
-    assert {f"{dataset}/train/baseline", f"{dataset}/train/srttt", f"{dataset}/report"} <= names
+    assert {f"{dataset}/train/{m}" for m in ("baseline", "srttt", "srttt_mix0", "supervised")} <= names
+    assert f"{dataset}/report" in names
     assert {f"{dataset}/evaluate/{m}" for m in METHODS} <= names
     train = runs[runs["tags.mlflow.runName"] == f"{dataset}/train/srttt"].iloc[0]
     assert train["params.train.epochs"] == str(config["train"]["epochs"])

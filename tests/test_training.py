@@ -23,7 +23,7 @@ from srttt.training.train import load_weights, train_model
 def prepared(tmp_path_factory):
     config = load_params(REPO / "params.yaml", REPO / "config" / "tiny.yaml")
     config["data"]["lits_sample"]["enabled"] = False
-    config["data"]["phantom"].update({"n_train": 2, "n_test": 1, "shape": [64, 64, 10]})
+    config["data"]["phantom"].update({"n_train": 2, "n_test": 1, "n_train_lesion": 1, "shape": [64, 64, 10]})
     config["train"]["epochs"] = 2
     root = tmp_path_factory.mktemp("training")
     layout = Layout(config["dataset"], root)
@@ -98,3 +98,19 @@ def test_prediction_in_source_geometry(prepared, method):
     np.testing.assert_allclose(geometry.affine, source.affine, atol=1e-5)
     np.testing.assert_array_equal(prediction >= 1, liver > 0)
     assert record["liver_slices"] == int(np.count_nonzero(liver.sum(axis=(0, 1))))
+
+
+def test_supervised_model_trains_on_real_tumours(prepared):
+    layout, config = prepared
+    history = train_model(layout, "supervised", config)
+    assert list(history["epoch"]) == [1, 2]
+    assert (history["synthesis_real"] > 0).all(), "the supervised model must see real slices only"
+    assert set(load_weights(layout.weights("supervised"))) == {"segmentor"}
+
+
+def test_mixture_ablation_fixes_ratio(prepared):
+    layout, config = prepared
+    history = train_model(layout, "srttt_mix0", config)
+    assert (history["mixture_ratio"] == 0.0).all()
+    history = train_model(layout, "srttt_mix1", config)
+    assert (history["mixture_ratio"] == 1.0).all()

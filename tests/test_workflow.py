@@ -35,11 +35,12 @@ def test_dry_run_plans_one_infer_job_per_method_and_case(repo, tmp_path):
         match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
         if match:
             job_counts[match.group(1)] = int(match.group(2))
-    # tiny.yaml: 2 training phantoms, 1 test phantom and the LiTS volume; 5 methods.
-    assert job_counts["make_case"] == 4
-    assert job_counts["train"] == 2
-    assert job_counts["infer"] == 10
-    assert job_counts["evaluate"] == 5
+    # tiny.yaml: 2 healthy and 1 lesion training phantom, 1 test phantom and the LiTS volume;
+    # 7 methods on 4 models (baseline, srttt, srttt_mix0, supervised).
+    assert job_counts["make_case"] == 5
+    assert job_counts["train"] == 4
+    assert job_counts["infer"] == 14
+    assert job_counts["evaluate"] == 7
 
 
 def test_switch_dataset_from_command_line(repo, tmp_path):

@@ -78,7 +78,8 @@ def cmd_train(args, config, layout):
     from srttt.tracking import log_run
     from srttt.training.train import train_model
 
-    for model in [args.model] if args.model else MODELS:
+    needed = sorted({METHOD_MODEL[method] for method in config["methods"]})
+    for model in [args.model] if args.model else needed:
         history = train_model(layout, model, config)
         steps = [
             (name, float(value), int(row["epoch"]))
@@ -228,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("make-case", "liver", "slices", "infer"):
             sub.add_argument("--case", help="one case id (default: every case of the stage)")
         if name == "train":
-            sub.add_argument("--model", choices=MODELS, help="one model (default: all)")
+            sub.add_argument("--model", choices=MODELS, help="one model (default: those the methods need)")
         if name == "synth-preview":
             sub.add_argument("--samples", type=int, default=8, help="number of synthetic draws shown")
         if name in ("infer", "evaluate"):

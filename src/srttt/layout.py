@@ -9,7 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-MODELS = ("baseline", "srttt")
+# Trained models and how each is trained: its kind and, for SR-TTT, the mixture schedule
+# (None = train.mixture). srttt_mix1 and srttt_mix0 are the fixed-ratio ablations.
+MODEL_SPECS = {
+    "baseline": ("baseline", None),
+    "srttt": ("srttt", None),
+    "srttt_mix1": ("srttt", "fixed_1"),
+    "srttt_mix0": ("srttt", "fixed_0"),
+    "supervised": ("supervised", None),
+}
+MODELS = tuple(MODEL_SPECS)
+
 # Each method names the trained model it starts from.
 METHOD_MODEL = {
     "baseline": "baseline",
@@ -17,7 +27,12 @@ METHOD_MODEL = {
     "srttt_nottt": "srttt",
     "srttt_ttt": "srttt",
     "srttt_ttt_carry": "srttt",
+    "srttt_mix1_ttt": "srttt_mix1",
+    "srttt_mix0_ttt": "srttt_mix0",
+    "supervised": "supervised",
 }
+# Methods that adapt the SR-TTT segmentor with test-time training, and their Adam policy.
+TTT_POLICY = {"srttt_ttt": "reset", "srttt_ttt_carry": "carry", "srttt_mix1_ttt": "reset", "srttt_mix0_ttt": "reset"}
 
 
 @dataclass(frozen=True)

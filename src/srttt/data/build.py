@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from srttt.data.cases import Case, case_sheet_csv, case_table, find_case
+from srttt.data.cases import Case, case_sheet_csv, case_table, find_case, has_lesions
 from srttt.io.atomic import write_text
 from srttt.layout import Layout
 from srttt.seeding import derive_seed
@@ -24,7 +24,7 @@ def write_case(layout: Layout, case: str, config: dict) -> dict:
             derive_seed(int(config["seed"]), "phantom", entry.index),
             shape=tuple(phantom_cfg["shape"]),
             spacing_mm=tuple(phantom_cfg["spacing_mm"]),
-            lesions=entry.split == "test",
+            lesions=has_lesions(entry, config),
         )
         write_phantom_case(
             phantom, image_path=layout.image(case), label_path=layout.label(case), liver_path=layout.reference_liver(case)

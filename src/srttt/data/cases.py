@@ -22,7 +22,7 @@ class Case:
 
     case: str
     source: str  # "phantom" or "lits_sample"
-    split: str  # "train" (healthy slices for synthesis) or "test"
+    split: str  # "train" (healthy slices for synthesis, real tumours for the supervised model) or "test"
     index: int  # index within its source, used to derive its seed
 
 
@@ -35,13 +35,28 @@ def case_table(config: dict) -> list[Case]:
     cases += [
         Case(f"phantom_{i:03d}", "phantom", "test", i) for i in range(first_test, first_test + phantom["n_test"])
     ]
+    # Training phantoms with lesions come last, so adding them leaves the other cases' seeds unchanged.
+    first_lesion_train = first_test + phantom["n_test"]
+    cases += [
+        Case(f"phantom_{i:03d}", "phantom", "train", i)
+        for i in range(first_lesion_train, first_lesion_train + phantom.get("n_train_lesion", 0))
+    ]
     if data["lits_sample"]["enabled"]:
         cases.append(Case(LITS_SAMPLE_CASE, "lits_sample", "test", 0))
-    if not any(c.split == "train" for c in cases):
-        raise ValueError("params.yaml: data.phantom.n_train is 0, so there are no training cases; set it to 1 or more")
+    if phantom["n_train"] == 0:
+        raise ValueError(
+            "params.yaml: data.phantom.n_train is 0, so there are no healthy training cases for tumour synthesis; "
+            "set it to 1 or more"
+        )
     if not any(c.split == "test" for c in cases):
         raise ValueError("params.yaml: no test cases; set data.phantom.n_test > 0 or data.lits_sample.enabled: true")
     return cases
+
+
+def has_lesions(entry: Case, config: dict) -> bool:
+    """Whether a phantom case is generated with lesions (test cases and the extra training cases)."""
+    phantom = config["data"]["phantom"]
+    return entry.source != "phantom" or entry.split == "test" or entry.index >= phantom["n_train"] + phantom["n_test"]
 
 
 def cases_in_split(config: dict, split: str) -> list[str]:

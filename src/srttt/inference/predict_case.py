@@ -8,6 +8,9 @@ Methods:
   with a fresh Adam per slice (policy ``reset``);
 - ``srttt_ttt_carry``: the same with one Adam whose moments carry over from
   slice to slice within the case (policy ``carry``, as in the authors' prototype);
+- ``srttt_mix1_ttt``, ``srttt_mix0_ttt``: TTT (reset) on the ablation models trained
+  with the mixture ratio fixed at 1 or 0;
+- ``supervised``: a segmentor trained on real tumour labels, no adaptation (upper reference);
 - ``tent``: the baseline segmentor adapted per slice by entropy minimisation
   (TENT-style; all segmentor weights are updated, as it has no normalisation layers).
 
@@ -30,7 +33,7 @@ from srttt.device import resolve_device
 from srttt.inference.ttt import predict, tent_adapt, ttt_adapt, ttt_adapt_batched
 from srttt.io.atomic import write_text
 from srttt.io.nifti import Geometry, check_same_grid, load_volume, save_volume
-from srttt.layout import METHOD_MODEL, Layout
+from srttt.layout import METHOD_MODEL, TTT_POLICY, Layout
 from srttt.preprocess import diffuse, prepare_slice, upsample_probabilities
 from srttt.seeding import derive_seed
 from srttt.slices.png import read_hu_png
@@ -55,7 +58,7 @@ def _load_networks(layout: Layout, method: str, config: dict, device: torch.devi
 
 
 def _segment(nets, images: torch.Tensor, livers: torch.Tensor, method: str, config: dict) -> torch.Tensor:
-    if method in ("baseline", "srttt_nottt"):
+    if method not in TTT_POLICY and method != "tent":
         with torch.no_grad():
             return predict(nets.segmentor, images, livers)
     if method == "tent":
@@ -65,7 +68,7 @@ def _segment(nets, images: torch.Tensor, livers: torch.Tensor, method: str, conf
         )
         return probabilities
     ttt = config["ttt"]
-    policy = "carry" if method == "srttt_ttt_carry" else "reset"
+    policy = TTT_POLICY[method]
     if policy == "reset" and int(ttt["batch_slices"]) > 1:
         probabilities, _ = ttt_adapt_batched(
             nets, images, livers, iterations=int(ttt["iterations"]), lr=float(ttt["lr"]),
@@ -136,7 +139,7 @@ def predict_case(layout: Layout, method: str, case: str, config: dict) -> dict:
         "liver_slices": len(images),
         "tumour_voxels": int(np.count_nonzero(label_map == TUMOUR_LABEL)),
         "seconds": round(time.perf_counter() - started, 3),
-        "ttt_optimizer_state": {"srttt_ttt": "reset", "srttt_ttt_carry": "carry"}.get(method, ""),
+        "ttt_optimizer_state": TTT_POLICY.get(method, ""),
     }
     write_text(layout.prediction_info(method, case), json.dumps(record, indent=2) + "\n")
     logger.info("case %s, %s: %d liver slices, %d tumour voxels predicted in %.1f s",

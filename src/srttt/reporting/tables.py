@@ -18,6 +18,9 @@ METHOD_NAMES = {
     "tent": "TENT-style entropy minimisation",
     "srttt_ttt": "SR-TTT with TTT (reset)",
     "srttt_ttt_carry": "SR-TTT with TTT (carry)",
+    "srttt_mix1_ttt": "SR-TTT, mixture fixed at 1, with TTT",
+    "srttt_mix0_ttt": "SR-TTT, mixture fixed at 0, with TTT",
+    "supervised": "Supervised on real tumours (reference)",
 }
 
 # (per-case column, table header, decimals); columns absent from the per-case CSV are skipped.

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from srttt.layout import Layout
-from srttt.preprocess import prepare_slice
+from srttt.preprocess import prepare_slice, resize_mask
 from srttt.seeding import rng_for
 from srttt.slices.png import read_hu_png, read_mask_png
 from srttt.synthesis.tumour import SynthesisParams, draw_tumour
@@ -97,4 +97,55 @@ class SyntheticTumourSlices(Dataset):
             "tumour": torch.from_numpy(draw.tumour.astype(np.float32))[None],
             "liver": torch.from_numpy(liver.astype(np.float32))[None],
             "status": draw.status,
+        }
+
+
+def real_tumour_training_slices(layout: Layout) -> pd.DataFrame:
+    """Return the liver slices of training cases that contain reference tumour (the supervised model's data)."""
+    manifest = pd.read_csv(layout.manifest)
+    training = manifest[manifest["split"] == "train"]
+    cases_with_tumour = training.groupby("case")["tumour_pixels"].sum()
+    cases_with_tumour = set(cases_with_tumour[cases_with_tumour > 0].index)
+    rows = training[training["case"].isin(cases_with_tumour) & (training["liver_pixels"] > 0)]
+    if rows.empty:
+        raise ValueError(
+            f"{layout.manifest} lists no training case with reference tumours, which the supervised model needs; "
+            "set data.phantom.n_train_lesion > 0 or remove 'supervised' from methods"
+        )
+    return rows.reset_index(drop=True)
+
+
+class RealTumourSlices(Dataset):
+    """Liver slices with their reference tumour masks, for the supervised reference model.
+
+    Items have the keys of ``SyntheticTumourSlices``; ``synthetic`` holds the
+    real slice (not yet diffused) and ``status`` is ``"real"``.
+    """
+
+    def __init__(self, layout: Layout, rows: pd.DataFrame, config: dict):
+        self.layout = layout
+        self.rows = rows
+        self.size = int(config["slices"]["image_size"])
+        self.window = tuple(config["slices"]["hu_window"])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Do nothing: real slices do not change between epochs."""
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows.iloc[index]
+        slice_dir: Path = self.layout.slice_dir(row["case"])
+        hu = read_hu_png(slice_dir / row["ct"])
+        liver = read_mask_png(slice_dir / row["liver"])
+        image, liver_small = prepare_slice(hu, liver, size=self.size, window=self.window)
+        tumour = resize_mask(read_mask_png(slice_dir / row["tumour"]), self.size) * liver_small
+        image_tensor = torch.from_numpy(image)[None]
+        return {
+            "healthy": image_tensor,
+            "synthetic": image_tensor,
+            "tumour": torch.from_numpy(tumour.astype(np.float32))[None],
+            "liver": torch.from_numpy(liver_small.astype(np.float32))[None],
+            "status": "real",
         }

@@ -23,10 +23,15 @@ from tqdm import tqdm
 
 from srttt.device import resolve_device
 from srttt.io.atomic import atomic_path
-from srttt.layout import Layout
+from srttt.layout import MODEL_SPECS, Layout
 from srttt.preprocess import diffuse
 from srttt.seeding import derive_seed, rng_for
-from srttt.training.data import SyntheticTumourSlices, healthy_training_slices
+from srttt.training.data import (
+    RealTumourSlices,
+    SyntheticTumourSlices,
+    healthy_training_slices,
+    real_tumour_training_slices,
+)
 from srttt.training.steps import Batch, baseline_step, make_networks, make_optimisers, mixture_ratio, srttt_step
 
 logger = logging.getLogger(__name__)
@@ -85,9 +90,10 @@ def load_weights(path: str | Path) -> dict:
 
 
 def train_model(layout: Layout, model: str, config: dict) -> pd.DataFrame:
-    """Train ``model`` ("baseline" or "srttt") and write its weights and history; return the history."""
-    if model not in ("baseline", "srttt"):
-        raise ValueError(f"unknown model '{model}'; expected 'baseline' or 'srttt'")
+    """Train ``model`` (a key of ``MODEL_SPECS``) and write its weights and history; return the history."""
+    if model not in MODEL_SPECS:
+        raise ValueError(f"unknown model '{model}'; expected one of {', '.join(MODEL_SPECS)}")
+    kind, fixed_mixture = MODEL_SPECS[model]
     train_cfg = config["train"]
     torch.set_num_threads(int(train_cfg["threads"]))
     seed = int(config["seed"])
@@ -95,8 +101,11 @@ def train_model(layout: Layout, model: str, config: dict) -> pd.DataFrame:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     # data
-    rows = healthy_training_slices(layout)
-    dataset = SyntheticTumourSlices(layout, rows, config, seed=seed)
+    if kind == "supervised":
+        dataset = RealTumourSlices(layout, real_tumour_training_slices(layout), config)
+    else:
+        dataset = SyntheticTumourSlices(layout, healthy_training_slices(layout), config, seed=seed)
+    mixture = fixed_mixture or train_cfg["mixture"]
     batch_size = int(train_cfg["batch_size"])
     batches_per_epoch = max(1, len(dataset) // batch_size)
 
@@ -129,8 +138,8 @@ def train_model(layout: Layout, model: str, config: dict) -> pd.DataFrame:
 
     epochs = int(train_cfg["epochs"])
     logger.info(
-        "%s: %d healthy training slices, %d batches of %d per epoch, epochs %d..%d",
-        model, len(dataset), batches_per_epoch, batch_size, start_epoch + 1, epochs,
+        "%s (%s): %d training slices, %d batches of %d per epoch, epochs %d..%d",
+        model, kind, len(dataset), batches_per_epoch, batch_size, start_epoch + 1, epochs,
     )
     for epoch in range(start_epoch, epochs):
         dataset.set_epoch(epoch)
@@ -150,10 +159,10 @@ def train_model(layout: Layout, model: str, config: dict) -> pd.DataFrame:
         ):
             statuses.update(batch_statuses)
             batch = batch.to(device)
-            if model == "baseline":
+            if kind in ("baseline", "supervised"):
                 losses = baseline_step(nets.segmentor, baseline_optimiser, batch, pos_weight=float(train_cfg["pos_weight"]))
             else:
-                ratio = mixture_ratio(epoch, batch_index, batches_per_epoch, schedule=train_cfg["mixture"])
+                ratio = mixture_ratio(epoch, batch_index, batches_per_epoch, schedule=mixture)
                 losses = srttt_step(nets, optimisers, batch, ratio, pos_weight=float(train_cfg["pos_weight"]))
                 losses["mixture_ratio"] = ratio
             for name, value in losses.items():
@@ -178,7 +187,7 @@ def train_model(layout: Layout, model: str, config: dict) -> pd.DataFrame:
             },
         )
 
-    names = ("segmentor",) if model == "baseline" else ("segmentor", "generator", "reconstructor")
+    names = ("segmentor", "generator", "reconstructor") if kind == "srttt" else ("segmentor",)
     _save(layout.weights(model), {name: _cpu_state(getattr(nets, name)) for name in names})
     frame = pd.DataFrame(history)
     with atomic_path(layout.history(model)) as tmp:
