@@ -114,3 +114,18 @@ def test_mixture_ablation_fixes_ratio(prepared):
     assert (history["mixture_ratio"] == 0.0).all()
     history = train_model(layout, "srttt_mix1", config)
     assert (history["mixture_ratio"] == 1.0).all()
+
+
+def test_same_draws_with_zero_and_two_workers(prepared, tmp_path):
+    layout, config = prepared
+    serial = copy.deepcopy(config)
+    serial["train"]["num_workers"] = 0
+    train_model(layout, "baseline", serial)
+    first = _weights(layout, "baseline")
+
+    parallel_layout = Layout(config["dataset"], tmp_path)
+    shutil.copytree(layout.results_dir / "slices", parallel_layout.results_dir / "slices")
+    parallel = copy.deepcopy(config)
+    parallel["train"]["num_workers"] = 2
+    train_model(parallel_layout, "baseline", parallel)
+    _assert_same_weights(first, _weights(parallel_layout, "baseline"))

@@ -1,7 +1,7 @@
 """The case sheet: which cases a dataset has, where each comes from, and its split.
 
-The sheet is derived from params.yaml alone, so Snakemake knows every case id
-before any data exists.
+The sheet is derived from params.yaml alone, so every case id is fixed before
+any data exists, which Snakemake needs to build its DAG.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def case_table(config: dict) -> list[Case]:
 
 
 def has_lesions(entry: Case, config: dict) -> bool:
-    """Whether a phantom case is generated with lesions (test cases and the extra training cases)."""
+    """Return whether a case has lesions: test cases, the lesion training phantoms and non-phantom sources."""
     phantom = config["data"]["phantom"]
     return entry.source != "phantom" or entry.split == "test" or entry.index >= phantom["n_train"] + phantom["n_test"]
 
