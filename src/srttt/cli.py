@@ -78,8 +78,11 @@ def cmd_train(args, config, layout):
     from srttt.tracking import log_run
     from srttt.training.train import train_model
 
-    needed = sorted({METHOD_MODEL[method] for method in config["methods"]})
-    for model in [args.model] if args.model else needed:
+    if args.model:
+        models = [args.model]
+    else:
+        models = sorted({METHOD_MODEL[method] for method in config["methods"]})
+    for model in models:
         history = train_model(layout, model, config)
         steps = [
             (name, float(value), int(row["epoch"]))
