@@ -47,11 +47,22 @@ def model_weights(wildcards):
     return str(L.weights(METHOD_MODEL[wildcards.method]))
 
 
+def liver_mask_inputs(wildcards):
+    """The CT and reference liver of a case, plus the trained nnU-Net model when the pipeline trains one."""
+    inputs = {"image": str(L.image(wildcards.case))}
+    liver = config["liver"]
+    if liver["backend"] == "reference":
+        inputs["reference"] = str(L.reference_liver(wildcards.case))
+    if liver["backend"] == "nnunet" and not (liver.get("nnunet") or {}).get("model_dir"):
+        inputs["model"] = str(L.liver_model_flag)
+    return inputs
+
+
 def final_outputs():
     outputs = [L.tables_dir / f"main.{ext}" for ext in ("csv", "md", "tex")]
     outputs.append(L.figures_dir / "dice_per_case.png")
     outputs.append(L.figures_dir / "synthesis_preview.png")
     outputs += [L.figures_dir / f"overlay_{case}.png" for case in TEST_CASES]
     outputs += [L.per_case_metrics(m) for m in METHODS]
-    outputs += [L.dataset_json, L.case_sheet]
+    outputs += [L.dataset_json, L.case_sheet, L.liver_qc_table]
     return [str(p) for p in outputs]

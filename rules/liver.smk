@@ -1,12 +1,35 @@
-# Liver masks: one NIfTI per case in the CT's geometry, from the configured backend.
+# Liver masks: one NIfTI per case in the CT's geometry from the configured backend, with QC.
+
+
+rule train_liver_model:
+    input:
+        images=[L.image(c) for c in ALL_CASES],
+        livers=[L.reference_liver(c) for c in ALL_CASES],
+    output:
+        str(L.liver_model_flag),
+    params:
+        cfg=cfg_json("data", "liver"),
+    log:
+        str(L.log("liver", "train_liver_model")),
+    benchmark:
+        str(L.benchmark("liver", "train_liver_model"))
+    threads: config["liver"].get("nnunet", {}).get("threads", 1)
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    conda:
+        "../envs/core.yaml"
+    shell:
+        "python -m srttt train-liver-model --config-json {params.cfg:q} 2> {log}"
 
 
 rule liver_mask:
     input:
-        image=pattern(L.image, "case"),
-        liver=pattern(L.reference_liver, "case"),
+        unpack(liver_mask_inputs),
     output:
-        pattern(L.liver_mask, "case"),
+        mask=pattern(L.liver_mask, "case"),
+        qc=pattern(L.liver_qc_row, "case"),
+        overlay=pattern(L.liver_qc_overlay, "case"),
     params:
         cfg=cfg_json("liver"),
     log:
@@ -15,8 +38,28 @@ rule liver_mask:
         pattern(lambda c: L.benchmark("liver", c), "case")
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=4000,
     conda:
         "../envs/core.yaml"
     shell:
         "python -m srttt liver --case {wildcards.case} --config-json {params.cfg:q} 2> {log}"
+
+
+rule liver_qc:
+    input:
+        [L.liver_qc_row(c) for c in ALL_CASES],
+    output:
+        str(L.liver_qc_table),
+    params:
+        cfg=cfg_json("data", "liver"),
+    log:
+        str(L.log("liver", "liver_qc")),
+    benchmark:
+        str(L.benchmark("liver", "liver_qc"))
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/core.yaml"
+    shell:
+        "python -m srttt liver-qc --config-json {params.cfg:q} 2> {log}"

@@ -52,11 +52,42 @@ def cmd_dataset_index(args, config, layout):
     write_dataset_index(layout, config)
 
 
+def _needs_liver_model(config: dict) -> bool:
+    liver = config["liver"]
+    return liver["backend"] == "nnunet" and not (liver.get("nnunet") or {}).get("model_dir")
+
+
+def cmd_train_liver_model(args, config, layout):
+    from srttt.data.cases import case_table
+    from srttt.io.atomic import write_text
+    from srttt.liver.nnunet import train_liver_model
+
+    with_labels = [c.case for c in case_table(config) if layout.reference_liver(c.case).is_file()]
+    model_dir = train_liver_model(layout, with_labels, config)
+    write_text(layout.liver_model_flag, json.dumps({"model_dir": str(model_dir), "cases": with_labels}, indent=2) + "\n")
+
+
 def cmd_liver(args, config, layout):
     from srttt.liver.backends import write_liver_mask
 
+    if _needs_liver_model(config) and not layout.liver_model_flag.is_file():
+        cmd_train_liver_model(args, config, layout)
     for case in _cases(config, args):
         write_liver_mask(layout, case, config)
+    if not getattr(args, "case", None):
+        cmd_liver_qc(args, config, layout)
+
+
+def cmd_liver_qc(args, config, layout):
+    import pandas as pd
+
+    from srttt.data.cases import case_table
+    from srttt.io.atomic import write_text
+
+    rows = [json.loads(layout.liver_qc_row(c.case).read_text(encoding="utf-8")) for c in case_table(config)]
+    write_text(layout.liver_qc_table, pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
+    warned = [row["case"] for row in rows if row.get("warnings")]
+    logger.info("liver QC of %d cases written to %s; warnings for: %s", len(rows), layout.liver_qc_table, warned or "none")
 
 
 def cmd_slices(args, config, layout):
@@ -207,7 +238,9 @@ def cmd_synth_preview(args, config, layout):
 COMMANDS = {
     "make-case": (cmd_make_case, "generate or fetch cases into data/<dataset>/ (MSD layout)"),
     "dataset-index": (cmd_dataset_index, "write dataset.json and cases.csv"),
+    "train-liver-model": (cmd_train_liver_model, "train the nnU-Net liver model on cases with reference livers"),
     "liver": (cmd_liver, "write liver masks with the configured backend"),
+    "liver-qc": (cmd_liver_qc, "merge the per-case liver QC records into one table"),
     "slices": (cmd_slices, "convert cases to PNG slices with manifest and geometry sidecar"),
     "manifest": (cmd_manifest, "merge per-case slice manifests into the dataset manifest"),
     "train": (cmd_train, "train the baseline and SR-TTT models"),

@@ -76,6 +76,21 @@ class Layout:
     def liver_mask(self, case: str) -> Path:
         return self.results_dir / "liver" / f"{case}.nii.gz"
 
+    def liver_qc_row(self, case: str) -> Path:
+        return self.results_dir / "liver" / "qc" / f"{case}.json"
+
+    def liver_qc_overlay(self, case: str) -> Path:
+        return self.results_dir / "liver" / "qc" / f"{case}.png"
+
+    @property
+    def liver_qc_table(self) -> Path:
+        return self.results_dir / "liver" / "qc.csv"
+
+    @property
+    def liver_model_flag(self) -> Path:
+        """Written when the pipeline's nnU-Net liver model has finished training."""
+        return self.results_dir / "liver_nnunet" / "trained.json"
+
     def slice_dir(self, case: str) -> Path:
         return self.results_dir / "slices" / case
 

@@ -7,11 +7,13 @@ backends (nnU-Net) plug in through the same ``LiverBackend`` signature.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 
 import numpy as np
 
+from srttt.io.atomic import write_text
 from srttt.io.nifti import Geometry, check_same_grid, load_volume, save_volume
 from srttt.layout import Layout
 
@@ -45,21 +47,46 @@ def _ct_geometry(layout: Layout, case: str) -> tuple[np.ndarray, Geometry]:
     return load_volume(layout.image(case))
 
 
-BACKENDS: dict[str, LiverBackend] = {"reference": reference_backend}
+def _backends() -> dict[str, LiverBackend]:
+    # Imported here because the nnU-Net and precomputed modules import this one.
+    from srttt.liver.nnunet import nnunet_backend
+    from srttt.liver.precomputed import precomputed_backend
+
+    return {"reference": reference_backend, "nnunet": nnunet_backend, "precomputed": precomputed_backend}
 
 
 def write_liver_mask(layout: Layout, case: str, config: dict) -> dict:
     """Run the configured backend for ``case``, check the mask and write it atomically."""
+    from srttt.liver.qc import check_liver_mask, write_overlay_png
+
     name = config["liver"]["backend"]
-    if name not in BACKENDS:
-        raise LiverMaskError(f"unknown liver.backend '{name}'; available: {', '.join(BACKENDS)}")
-    mask, geometry = BACKENDS[name](layout, case, config)
-    voxels = int(mask.sum())
-    if voxels == 0:
+    backends = _backends()
+    if name not in backends:
+        raise LiverMaskError(f"unknown liver.backend '{name}'; available: {', '.join(backends)}")
+    mask, geometry = backends[name](layout, case, config)
+    if int(mask.sum()) == 0:
         raise LiverMaskError(
             f"case {case}: the {name} liver mask is empty; check {layout.image(case)} and its liver label"
         )
-    volume_ml = voxels * float(np.prod(geometry.spacing)) / 1000.0
+
+    # quality control against the reference label where the dataset has one
+    reference = None
+    if layout.reference_liver(case).is_file():
+        reference, _ = load_volume(layout.reference_liver(case))
+    qc_settings = config["liver"].get("qc", {})
+    record = check_liver_mask(
+        case,
+        mask,
+        geometry,
+        reference=reference,
+        volume_ml_range=tuple(qc_settings.get("volume_ml_range", (300.0, 4000.0))),
+        min_largest_fraction=float(qc_settings.get("min_largest_fraction", 0.95)),
+    )
+    ct, _ = load_volume(layout.image(case))
+    write_overlay_png(layout.liver_qc_overlay(case), ct, mask, geometry, reference=reference)
+    row = {**record.to_row(), "backend": name}
+    write_text(layout.liver_qc_row(case), json.dumps(row, indent=2) + "\n")
+
     save_volume(layout.liver_mask(case), mask, geometry)
-    logger.info("case %s: liver mask from '%s', %d voxels (%.0f mL)", case, name, voxels, volume_ml)
-    return {"case": case, "backend": name, "voxels": voxels, "volume_ml": volume_ml}
+    logger.info("case %s: liver mask from '%s', %d voxels (%.0f mL)", case, name, record.voxels, record.volume_ml)
+    return row

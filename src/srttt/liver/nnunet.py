@@ -18,7 +18,7 @@ folder, the same layout as any nnU-Net results folder, so a model trained
 elsewhere is used by pointing ``liver.nnunet.model_dir`` at its folder.
 
 The training images are CTs in HU with their reference liver labels (0/1).
-Predictions come back on each CT's own voxel grid; they are checked against
+Predictions come back on each CT's own voxel grid. They are checked against
 the CT (shape and affine) and, by default, reduced to the largest 3D
 connected component. Arrays are indexed ``(I, J, K)`` as nibabel stores them.
 """
@@ -110,7 +110,7 @@ class NnUNetSettings:
             raise NnUNetError("liver.nnunet.folds is empty; give at least one fold (0-4 or 'all')")
         for fold in self.folds:
             if fold != "all" and not (isinstance(fold, int) and 0 <= fold <= 4):
-                raise NnUNetError(f"liver.nnunet.folds holds {fold!r}; each fold is 0-4 or 'all'")
+                raise NnUNetError(f"invalid fold {fold!r} in liver.nnunet.folds; each fold is 0-4 or 'all'")
         for key in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch"):
             value = getattr(self, key)
             if value is not None and value < 1:
@@ -134,7 +134,7 @@ class NnUNetSettings:
 
     @property
     def dataset_folder(self) -> str:
-        """nnU-Net's dataset name, ``Dataset<NNN>_<name>``."""
+        """Return nnU-Net's dataset name, ``Dataset<NNN>_<name>``."""
         return f"Dataset{self.dataset_id:03d}_{self.dataset_name}"
 
     def torch_device(self) -> str:
@@ -172,13 +172,13 @@ class NnUNetWorkspace:
         return self.raw / settings.dataset_folder
 
     def model_folder(self, settings: NnUNetSettings) -> Path:
-        """The folder a pipeline-trained model is written to: ``<trainer>__<plans>__<configuration>``."""
+        """Return the folder a pipeline-trained model is written to: ``<trainer>__<plans>__<configuration>``."""
         name = f"{settings.trainer}__{settings.plans}__{settings.configuration}"
         return self.results / settings.dataset_folder / name
 
 
 def workspace_for(layout: Layout) -> NnUNetWorkspace:
-    """The nnU-Net workspace of one dataset's run: ``results/<dataset>/liver_nnunet``."""
+    """Return the nnU-Net workspace of one dataset's run: ``results/<dataset>/liver_nnunet``."""
     return NnUNetWorkspace(layout.results_dir / "liver_nnunet")
 
 
@@ -186,7 +186,7 @@ def workspace_for(layout: Layout) -> NnUNetWorkspace:
 
 
 def _environment(workspace: NnUNetWorkspace, settings: NnUNetSettings, *, augmentation_workers: int) -> dict[str, str]:
-    """The child's environment: workspace paths, thread caps and this package on PYTHONPATH."""
+    """Build the child's environment: workspace paths, thread caps and this package on PYTHONPATH."""
     env = dict(os.environ)
     for key, path in (
         ("nnUNet_raw", workspace.raw),
@@ -286,7 +286,7 @@ def export_raw_dataset(
         check_same_grid(ct_path, ct_geometry, liver_path, liver_geometry)
         values = set(np.unique(liver).tolist())
         if not values <= {0, 1}:
-            raise NnUNetError(f"{liver_path} holds values {sorted(values)}; a reference liver label must be 0/1")
+            raise NnUNetError(f"{liver_path} contains values {sorted(values)}; a reference liver label must be 0/1")
         shutil.copyfile(ct_path, images / f"{case}_0000{FILE_ENDING}")
         save_volume(labels / f"{case}{FILE_ENDING}", liver.astype(np.uint8), ct_geometry)
     dataset = {
@@ -342,8 +342,11 @@ def train(workspace: NnUNetWorkspace, settings: NnUNetSettings) -> Path:
 
     Training runs on ``settings.torch_device()``. On the CPU the data
     augmentation runs in the training process itself (no worker processes),
-    so the run is repeatable for a given ``seed``; on a GPU it uses
+    so the run is repeatable for a given ``seed``. On a GPU it uses
     ``threads`` worker processes, whose random streams nnU-Net does not seed.
+
+    NOTE: only the CPU path has been run (tests and development machine); the
+    cuda path relies on nnU-Net's own GPU code unchanged.
     """
     device = settings.torch_device()
     workers = 0 if device == "cpu" else settings.threads
@@ -370,7 +373,7 @@ def train(workspace: NnUNetWorkspace, settings: NnUNetSettings) -> Path:
 
 
 def train_liver_model(layout: Layout, cases: list[str], config: dict) -> Path:
-    """Pipeline entry: build the dataset from the cases with reference livers, plan, preprocess and train.
+    """Build the nnU-Net dataset from the cases with reference livers, then plan, preprocess and train (pipeline entry).
 
     Returns the trained model folder inside ``workspace_for(layout)``.
     """
@@ -385,7 +388,7 @@ def train_liver_model(layout: Layout, cases: list[str], config: dict) -> Path:
 
 
 def check_model_dir(model_dir: Path, settings: NnUNetSettings) -> None:
-    """Raise NnUNetError unless ``model_dir`` holds plans.json, dataset.json and each fold's checkpoint."""
+    """Raise NnUNetError unless ``model_dir`` contains plans.json, dataset.json and each fold's checkpoint."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise NnUNetError(
@@ -406,7 +409,7 @@ def check_model_dir(model_dir: Path, settings: NnUNetSettings) -> None:
 
 
 def liver_label_values(model_dir: Path, settings: NnUNetSettings) -> tuple[int, ...]:
-    """Label values of the model that count as liver: ``settings.liver_labels`` or every non-background label."""
+    """Return the model's label values that count as liver: ``settings.liver_labels`` or every non-background label."""
     if settings.liver_labels is not None:
         return settings.liver_labels
     labels = json.loads((Path(model_dir) / "dataset.json").read_text(encoding="utf-8"))["labels"]
@@ -476,7 +479,7 @@ def postprocess_prediction(
 
 
 def model_dir_for(layout: Layout, settings: NnUNetSettings) -> Path:
-    """The model folder to predict with: ``model_dir`` from params.yaml, else the pipeline-trained one."""
+    """Return the model folder to predict with: ``model_dir`` from params.yaml, else the pipeline-trained one."""
     if settings.model_dir:
         return Path(settings.model_dir)
     return workspace_for(layout).model_folder(settings)
@@ -488,11 +491,10 @@ def predict_liver_masks(layout: Layout, cases: list[str], config: dict) -> dict[
     workspace = workspace_for(layout)
     model_dir = model_dir_for(layout, settings)
     images = {case: layout.image(case) for case in cases}
-    values = liver_label_values(model_dir, settings) if model_dir.is_dir() else ()
     workspace.predict.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=workspace.predict) as tmp:
         outputs = predict(model_dir, images, Path(tmp), workspace, settings)
-        values = values or liver_label_values(model_dir, settings)
+        values = liver_label_values(model_dir, settings)
         return {
             case: postprocess_prediction(outputs[case], images[case], values, largest_component=settings.largest_component)
             for case in cases

@@ -96,7 +96,7 @@ def load_precomputed_mask(folder: Path, case: str, ct_path: Path) -> tuple[np.nd
     check_mask_grid(ct_path, ct_geometry, mask_path, mask_geometry)
     values = np.unique(mask)
     if values.size > 2:
-        logger.info("case %s: %s holds values %s; every non-zero voxel is taken as liver", case, mask_path, values[:8])
+        logger.info("case %s: %s contains values %s; every non-zero voxel is taken as liver", case, mask_path, values[:8])
     return (mask != 0).astype(np.uint8), ct_geometry
 
 

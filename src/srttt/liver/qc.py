@@ -2,7 +2,7 @@
 
 Every liver backend's output goes through ``check_liver_mask``. An empty mask
 is an error. A volume outside the configured range (millilitres) or a mask
-whose largest 3D component holds less than ``min_largest_fraction`` of its
+whose largest 3D component contains less than ``min_largest_fraction`` of its
 voxels only logs a warning and is flagged in the QC table, because a
 plausible-looking mask can still be right for an unusual patient.
 
@@ -29,14 +29,14 @@ from srttt.reporting.display import radiological_view
 
 logger = logging.getLogger(__name__)
 
-# An adult liver holds about 1.0-2.5 L; the default range is wide so that only gross failures warn.
+# An adult liver is about 1.0-2.5 L (an estimate). The default range is wide, so only gross failures warn.
 DEFAULT_VOLUME_ML_RANGE = (300.0, 4000.0)
 DEFAULT_MIN_LARGEST_FRACTION = 0.95
 # Abdominal soft-tissue window for the overlay pictures, in HU.
 WINDOW_HU = (-160.0, 240.0)
 MASK_RGB = (255, 64, 64)
 REFERENCE_RGB = (64, 220, 64)
-# Shorter side of each panel of the overlay picture, in pixels.
+# Longer side of each panel of the overlay picture, in pixels.
 PANEL_PIXELS = 256
 
 # 26-connectivity: voxels touching at a face, an edge or a corner belong to one component.
@@ -199,7 +199,7 @@ def _panel(ct_view: np.ndarray, mask_view: np.ndarray, reference_view, pixel_mm:
     rgb[_contour(mask_view)] = MASK_RGB
     height_mm = ct_view.shape[0] * pixel_mm[0]
     width_mm = ct_view.shape[1] * pixel_mm[1]
-    scale = PANEL_PIXELS / min(height_mm, width_mm)
+    scale = PANEL_PIXELS / max(height_mm, width_mm)
     size = (max(1, round(width_mm * scale)), max(1, round(height_mm * scale)))
     return Image.fromarray(rgb).resize(size, Image.Resampling.NEAREST)
 
