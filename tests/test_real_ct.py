@@ -51,7 +51,8 @@ def test_real_ct_slices_and_synthesis(totalseg, tmp_path):
         if liver.sum() > 0:
             assert tumour.sum() < liver.sum(), "tumour covers the whole liver"
         synthetic, healthy = sample["synthetic"].numpy(), sample["healthy"].numpy()
-        assert 0.0 <= synthetic.min() and synthetic.max() <= 1.0
+        assert synthetic.min() >= 0.0
+        assert synthetic.max() <= 1.0
         np.testing.assert_array_equal(synthetic[tumour == 0], healthy[tumour == 0])
         statuses.append(sample["status"])
     assert statuses.count("tumour") >= len(statuses) // 2

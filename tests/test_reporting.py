@@ -24,7 +24,7 @@ def test_radiological_view_same_for_ras_and_lps():
     lps = np.diag([-2.0, -2.0, 5.0, 1.0])
     lps[:3, 3] = [20.0, 24.0, 0.0]
     lps = Geometry(shape, lps)
-    # The most right-anterior voxel centre of both grids (RAS+: +x is right, +y anterior).
+    # The voxel centre of both grids with maximum x and y (RAS+: +x is right, +y anterior).
     right_anterior = (20.0, 24.0, 5.0)
     for geometry in (ras, lps):
         row, col = _where(radiological_view(_marker_slice(geometry, right_anterior), geometry))

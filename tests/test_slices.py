@@ -89,3 +89,16 @@ def test_mask_png_reads_binary(tmp_path):
 
     write_mask_png(tmp_path / "m.png", np.array([[0, 1], [2, 0]]))
     np.testing.assert_array_equal(read_mask_png(tmp_path / "m.png"), [[0, 1], [1, 0]])
+
+
+def test_atomic_write_uses_umask_mode(tmp_path):
+    import os
+
+    from srttt.io.atomic import write_text
+
+    umask = os.umask(0o022)
+    try:
+        write_text(tmp_path / "out.txt", "x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644

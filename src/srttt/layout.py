@@ -1,4 +1,4 @@
-"""Where every stage reads and writes, relative to the project root.
+"""Paths that every stage reads and writes, relative to the project root.
 
 Snakemake rules, DVC stages and the CLI all take their paths from here, so the
 three never disagree. ``dataset`` is the ``dataset`` key of params.yaml.

@@ -59,7 +59,7 @@ def log_run(
 ) -> str:
     """Create one finished MLflow run and return its id.
 
-    ``step_metrics`` holds ``(name, value, step)`` triples, for example one
+    ``step_metrics`` contains ``(name, value, step)`` triples, for example one
     loss per epoch. Non-finite metric values are logged as tags instead,
     because MLflow's SQL store rejects NaN.
     """

@@ -523,11 +523,7 @@ def surface_samples(
     ``spacing`` lists the voxel size in mm per array axis; ``surface`` picks
     the definition (see the module docstring).
     """
-    a = _as_mask(a, "a")
-    b = _as_mask(b, "b")
-    _check_same_shape(a=a, b=b)
-    sampling = _check_spacing(spacing, a.ndim)
-    _check_surface(surface)
+    a, b, sampling = _checked_pair(a, b, spacing, surface)
     if not a.any() or not b.any():
         raise MetricInputError(
             "surface_samples needs two non-empty masks; surface_distances applies the empty-mask policy"
@@ -557,15 +553,21 @@ def surface_distances(
     both empty, every distance is 0. ``surface="voxel"`` works in any
     dimension, ``"surfel"`` in 2D and 3D.
     """
+    a, b, sampling = _checked_pair(a, b, spacing, surface)
+    policy = _empty_pair_distance(a, b, sampling)
+    if policy is not None:
+        return SurfaceDistances(assd=policy, msd=policy, rmsd=policy)
+    return surface_samples(a, b, sampling, surface=surface).symmetric()
+
+
+def _checked_pair(a, b, spacing, surface: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate two masks, their spacing and the surface definition; return the masks and the spacing."""
     a = _as_mask(a, "a")
     b = _as_mask(b, "b")
     _check_same_shape(a=a, b=b)
     sampling = _check_spacing(spacing, a.ndim)
     _check_surface(surface)
-    policy = _empty_pair_distance(a, b, sampling)
-    if policy is not None:
-        return SurfaceDistances(assd=policy, msd=policy, rmsd=policy)
-    return surface_samples(a, b, sampling, surface=surface).symmetric()
+    return a, b, sampling
 
 
 def average_surface_distance(
@@ -577,11 +579,7 @@ def average_surface_distance(
     of DeepMind's ``compute_average_surface_distance`` with ``mask_gt=a`` for
     ``surface="surfel"``. Empty masks follow the empty-mask policy.
     """
-    a = _as_mask(a, "a")
-    b = _as_mask(b, "b")
-    _check_same_shape(a=a, b=b)
-    sampling = _check_spacing(spacing, a.ndim)
-    _check_surface(surface)
+    a, b, sampling = _checked_pair(a, b, spacing, surface)
     policy = _empty_pair_distance(a, b, sampling)
     if policy is not None:
         return policy

@@ -29,3 +29,13 @@ def radiological_view(slice_2d: np.ndarray, geometry: Geometry) -> np.ndarray:
     if codes[1] == "R":  # index grows toward the right: flip so the right is on the left
         view = view[:, ::-1]
     return np.ascontiguousarray(view)
+
+
+def crop_box(mask_view: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """Return rows and columns around a 2D mask with ``margin`` pixels of context (the whole view when empty)."""
+    found = np.argwhere(mask_view > 0)
+    if found.size == 0:
+        return slice(None), slice(None)
+    low = np.maximum(found.min(axis=0) - margin, 0)
+    high = np.minimum(found.max(axis=0) + margin + 1, mask_view.shape)
+    return slice(int(low[0]), int(high[0])), slice(int(low[1]), int(high[1]))

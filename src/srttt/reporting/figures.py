@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 from srttt.io.atomic import atomic_path  # noqa: E402
 from srttt.io.nifti import load_volume  # noqa: E402
 from srttt.layout import Layout  # noqa: E402
-from srttt.reporting.display import radiological_view  # noqa: E402
+from srttt.reporting.display import crop_box, radiological_view  # noqa: E402
 from srttt.reporting.tables import METHOD_NAMES  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -59,16 +59,6 @@ def _best_slice(reference_tumour: np.ndarray, liver: np.ndarray, axis: int) -> i
     return int(np.argmax(liver.sum(axis=other)))
 
 
-def _crop_box(liver_view: np.ndarray, margin: int = 12) -> tuple[slice, slice]:
-    """Rows and columns around the liver, with ``margin`` pixels of context (the whole slice without liver)."""
-    found = np.argwhere(liver_view > 0)
-    if found.size == 0:
-        return slice(None), slice(None)
-    low = np.maximum(found.min(axis=0) - margin, 0)
-    high = np.minimum(found.max(axis=0) + margin + 1, liver_view.shape)
-    return slice(int(low[0]), int(high[0])), slice(int(low[1]), int(high[1]))
-
-
 def plot_overlay(layout: Layout, case: str, methods: list[str], path: Path) -> Path:
     """CT, reference and each method's prediction on the axial slice with the largest reference tumour."""
     ct, geometry = load_volume(layout.image(case))
@@ -78,7 +68,7 @@ def plot_overlay(layout: Layout, case: str, methods: list[str], path: Path) -> P
     reference = label == TUMOUR_LABEL
     k = _best_slice(reference, liver, axis)
 
-    rows, cols = _crop_box(radiological_view(np.take(liver, k, axis=axis), geometry))
+    rows, cols = crop_box(radiological_view(np.take(liver, k, axis=axis), geometry), margin=12)
 
     def view(volume):
         return radiological_view(np.take(volume, k, axis=axis), geometry)[rows, cols]

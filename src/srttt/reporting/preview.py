@@ -15,23 +15,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from srttt.io.atomic import atomic_path  # noqa: E402
 from srttt.layout import Layout  # noqa: E402
 from srttt.preprocess import diffuse  # noqa: E402
+from srttt.reporting.display import crop_box  # noqa: E402
 from srttt.seeding import rng_for  # noqa: E402
 from srttt.training.data import SyntheticTumourSlices, healthy_training_slices  # noqa: E402
 
 logger = logging.getLogger(__name__)
-
-
-def _liver_box(liver: np.ndarray, margin: int = 6) -> tuple[slice, slice]:
-    found = np.argwhere(liver > 0)
-    if found.size == 0:
-        return slice(None), slice(None)
-    low = np.maximum(found.min(axis=0) - margin, 0)
-    high = np.minimum(found.max(axis=0) + margin + 1, liver.shape)
-    return slice(int(low[0]), int(high[0])), slice(int(low[1]), int(high[1]))
 
 
 def write_synthesis_preview(layout: Layout, config: dict, path: Path, *, samples: int = 8) -> Path:
@@ -40,15 +33,13 @@ def write_synthesis_preview(layout: Layout, config: dict, path: Path, *, samples
     dataset = SyntheticTumourSlices(layout, rows, config, seed=int(config["seed"]))
     picks = rng_for(int(config["seed"]), "preview").choice(len(dataset), size=min(samples, len(dataset)), replace=False)
     items = [dataset[int(i)] for i in sorted(picks)]
-    import torch
-
     stacked = torch.stack([item["healthy"] for item in items] + [item["synthetic"] for item in items])
     diffused = diffuse(stacked, config["diffusion"]).numpy()[:, 0]
     healthy, synthetic = diffused[: len(items)], diffused[len(items) :]
 
     figure, axes = plt.subplots(3, len(items), figsize=(2.2 * len(items), 6.8), squeeze=False)
     for column, item in enumerate(items):
-        box = _liver_box(item["liver"].numpy()[0])
+        box = crop_box(item["liver"].numpy()[0], margin=6)
         tumour = item["tumour"].numpy()[0][box]
         panels = (healthy[column][box], synthetic[column][box], synthetic[column][box])
         for row, image in enumerate(panels):

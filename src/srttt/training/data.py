@@ -118,7 +118,7 @@ def real_tumour_training_slices(layout: Layout) -> pd.DataFrame:
 class RealTumourSlices(Dataset):
     """Liver slices with their reference tumour masks, for the supervised reference model.
 
-    Items have the keys of ``SyntheticTumourSlices``; ``synthetic`` holds the
+    Items have the keys of ``SyntheticTumourSlices``; ``synthetic`` is the
     real slice (not yet diffused) and ``status`` is ``"real"``.
     """
 

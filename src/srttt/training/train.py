@@ -1,9 +1,9 @@
-"""Training loop for the synthetic-only baseline and SR-TTT, with per-epoch checkpoints.
+"""Training loop for every model kind (baseline, SR-TTT, supervised), with per-epoch checkpoints.
 
-Outputs in the model folder: ``weights.pt`` (plain state_dicts of the trained
-networks), ``history.csv`` (mean losses and synthesis counts per epoch) and
-``checkpoint.pt`` (weights, optimiser states and history after each epoch; a
-rerun resumes from it when the parameters match).
+The model folder gets ``weights.pt`` (plain state_dicts of the trained
+networks) and ``history.csv`` (mean losses and synthesis counts per epoch).
+``checkpoint.pt`` contains weights, optimiser states and history after each
+epoch, and a rerun resumes from it when the parameters match.
 """
 
 from __future__ import annotations
