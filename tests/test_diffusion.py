@@ -10,7 +10,7 @@ import torch
 from medpy.filter.smoothing import anisotropic_diffusion as medpy_anisotropic_diffusion
 
 from srttt.io.nifti import load_volume
-from srttt.synthesis.diffusion import anisotropic_diffusion, anisotropic_diffusion_np
+from srttt.synthesis.diffusion import _support_windows, anisotropic_diffusion, anisotropic_diffusion_np
 from srttt.synthesis.normalise import normalise_slice
 
 EXAMPLE_DIR = Path("/work/shared/data/totalseg_example")
@@ -135,3 +135,32 @@ def test_ct_slices_match_medpy(example_liver_slices, option):
     assert np.abs(result32 - expected).max() < FLOAT32_TOLERANCE[option]
     assert np.abs(result64 - expected).max() < FLOAT64_TOLERANCE
     assert np.abs(expected - example_liver_slices).max() > 0.05
+
+
+def _masked_batch(seed: int) -> torch.Tensor:
+    """Images ``(6, 96, 80)`` that are 0 outside one random box each: in the middle, on each border, empty."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((6, 96, 80), dtype=np.float32)
+    boxes = [(30, 50, 20, 45), (0, 12, 10, 30), (80, 96, 50, 80), (40, 60, 0, 6), (20, 22, 70, 80)]
+    for image, (top, bottom, left, right) in zip(images, boxes):
+        image[top:bottom, left:right] = rng.random((bottom - top, right - left))
+    return torch.from_numpy(images)
+
+
+@pytest.mark.parametrize("option", [1, 2, 3])
+@pytest.mark.parametrize("niter", [1, 5, 20])
+def test_support_window_gives_the_whole_image_result_bit_for_bit(option, niter):
+    images = _masked_batch(seed=niter + option)
+    assert _support_windows(images, niter + 1) is not None
+    whole = anisotropic_diffusion(images, niter=niter, kappa=0.3, option=option, crop_to_support=False)
+    windowed = anisotropic_diffusion(images, niter=niter, kappa=0.3, option=option)
+    assert torch.equal(whole, windowed)
+    assert not torch.equal(whole, images)
+    assert torch.count_nonzero(windowed[5]) == 0
+
+
+def test_support_window_on_liver_slices_is_exact(example_liver_slices):
+    images = torch.from_numpy(example_liver_slices)
+    whole = anisotropic_diffusion(images, crop_to_support=False)
+    assert torch.equal(anisotropic_diffusion(images), whole)
+    assert torch.equal(anisotropic_diffusion(images[:, None]), whole[:, None])

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from srttt.synthesis.diffusion import anisotropic_diffusion
+from srttt.synthesis.diffusion import anisotropic_diffusion, anisotropic_diffusion_near_change
 
 if TYPE_CHECKING:
     from srttt.synthesis.tumour import SynthesisParams
@@ -67,3 +67,31 @@ def diffuse(images: np.ndarray, params: SynthesisParams, *, device: str | torch.
         option=params.diffusion_option,
     )
     return diffused.cpu().numpy()
+
+
+def diffuse_near_change(
+    diffused: np.ndarray,
+    images: np.ndarray,
+    boxes: list[tuple[int, int, int, int] | None],
+    params: SynthesisParams,
+    *,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Diffuse ``images`` ``(B, H, W)`` given the diffused images they differ from only inside ``boxes``.
+
+    ``diffused`` is :func:`diffuse` of images equal to ``images`` outside
+    ``boxes[i]`` (``(first_row, stop_row, first_col, stop_col)``, or None
+    where equal). The result equals ``diffuse(images)`` and costs a small
+    window per box; see
+    :func:`srttt.synthesis.diffusion.anisotropic_diffusion_near_change`.
+    """
+    result = anisotropic_diffusion_near_change(
+        torch.from_numpy(np.ascontiguousarray(diffused)).to(device),
+        torch.from_numpy(np.ascontiguousarray(images)).to(device),
+        boxes,
+        niter=params.diffusion_niter,
+        kappa=params.diffusion_kappa,
+        gamma=params.diffusion_gamma,
+        option=params.diffusion_option,
+    )
+    return result.cpu().numpy()

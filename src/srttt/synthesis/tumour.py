@@ -44,7 +44,7 @@ from scipy import ndimage
 from skimage import draw, measure, segmentation
 
 from srttt.synthesis.diffusion import DIFFUSION_OPTIONS
-from srttt.synthesis.normalise import diffuse
+from srttt.synthesis.normalise import diffuse, diffuse_near_change
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,16 @@ class SynthesisBatch(NamedTuple):
 # -- Shape -------------------------------------------------------------------
 
 
+def _liver_box(liver: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """Return the liver's bounding box grown by ``margin`` pixels, clipped to the slice."""
+    rows, cols = ndimage.find_objects(liver.astype(np.uint8))[0]
+    height, width = liver.shape
+    return (
+        slice(max(rows.start - margin, 0), min(rows.stop + margin, height)),
+        slice(max(cols.start - margin, 0), min(cols.stop + margin, width)),
+    )
+
+
 def _superpixels(image: np.ndarray, liver: np.ndarray, n_segments: int, compactness: float) -> np.ndarray:
     """Return SLIC labels ``(H, W)``: 1, 2, ... inside the liver and 0 outside (scikit-image 0.26).
 
@@ -159,7 +169,7 @@ def _superpixels(image: np.ndarray, liver: np.ndarray, n_segments: int, compactn
     gives the same labels as the full slice (up to rounding in k-means) in
     less time.
     """
-    box = ndimage.find_objects(liver.astype(np.uint8))[0]
+    box = _liver_box(liver, 0)
     labels = np.zeros(liver.shape, dtype=np.int64)
     labels[box] = segmentation.slic(
         image[box],
@@ -172,19 +182,27 @@ def _superpixels(image: np.ndarray, liver: np.ndarray, n_segments: int, compactn
     return labels
 
 
-def _fit_ellipse(region: np.ndarray) -> np.ndarray | None:
+def _fit_ellipse(
+    region: np.ndarray, *, origin: tuple[int, int] = (0, 0), slice_shape: tuple[int, int] | None = None
+) -> np.ndarray | None:
     """Fill the least-squares ellipse fitted to the outer contour of ``region``.
+
+    ``region`` may be a crop of a slice of shape ``slice_shape`` whose first
+    pixel sits at ``origin`` (row, col) of the slice. The fit and the filling
+    use slice coordinates, so a crop gives the same ellipse as the whole
+    slice, as long as the crop holds the whole region.
 
     Returns a boolean mask of the region's shape, or None when the contour has
     fewer than 5 distinct points or the fit is degenerate (not finite, or an
-    axis longer than the image diagonal).
+    axis longer than the slice diagonal).
     """
+    slice_shape = region.shape if slice_shape is None else slice_shape
     # The padding closes contours of regions that touch the image border.
     padded = np.pad(region, 1).astype(np.float32)
     contours = measure.find_contours(padded, 0.5)
     if not contours:
         return None
-    contour = max(contours, key=len) - 1.0
+    contour = max(contours, key=len) - 1.0 + np.asarray(origin, dtype=float)
     # A closed contour repeats its first point, so count distinct points.
     if len(np.unique(contour, axis=0)) < MIN_CONTOUR_POINTS:
         return None
@@ -200,57 +218,105 @@ def _fit_ellipse(region: np.ndarray) -> np.ndarray | None:
     values = (center_row, center_col, radius_first, radius_second, model.theta)
     if not np.all(np.isfinite(values)):
         return None
-    if min(radius_first, radius_second) <= 0 or max(radius_first, radius_second) > math.hypot(*region.shape):
+    if min(radius_first, radius_second) <= 0 or max(radius_first, radius_second) > math.hypot(*slice_shape):
         return None
 
     # The contour is (row, col), so the model's first axis is measured from the
     # row axis, which is the convention of skimage.draw.ellipse's rotation.
     rows, cols = draw.ellipse(
-        center_row, center_col, radius_first, radius_second, shape=region.shape, rotation=model.theta
+        center_row, center_col, radius_first, radius_second, shape=slice_shape, rotation=model.theta
     )
+    rows, cols = rows - origin[0], cols - origin[1]
+    inside = (rows >= 0) & (rows < region.shape[0]) & (cols >= 0) & (cols < region.shape[1])
     filled = np.zeros(region.shape, dtype=bool)
-    filled[rows, cols] = True
+    filled[rows[inside], cols[inside]] = True
     return filled
 
 
-def _elastic_deform(mask: np.ndarray, alpha: float, sigma: float, rng: np.random.Generator) -> np.ndarray:
+def _smooth_inside(noise: np.ndarray, sigma: float, inner: tuple[slice, slice]) -> np.ndarray:
+    """Return ``ndimage.gaussian_filter(noise, sigma, mode="constant")[inner]`` with less work.
+
+    The filter is separable and runs along rows first, then columns, so the
+    second pass only needs the rows of ``inner``. The arithmetic per pixel is
+    the same as the whole filter's, so the result is equal bit for bit.
+    """
+    along_rows = ndimage.gaussian_filter1d(noise, sigma, axis=0, mode="constant")[inner[0]]
+    return ndimage.gaussian_filter1d(along_rows, sigma, axis=1, mode="constant")[:, inner[1]]
+
+
+def _elastic_deform(
+    mask: np.ndarray,
+    alpha: float,
+    sigma: float,
+    rng: np.random.Generator,
+    *,
+    box: tuple[slice, slice] | None = None,
+) -> np.ndarray:
     """Warp a boolean mask with a smooth random displacement field (elastic deformation).
 
-    Each displacement component is uniform noise in [-1, 1] per pixel, smoothed
-    by a Gaussian of standard deviation ``sigma`` pixels and scaled by
-    ``alpha`` pixels. The mask is sampled bilinearly and thresholded at 0.5.
+    Each displacement component is uniform noise in [-1, 1] per pixel of the
+    whole slice, smoothed by a Gaussian of standard deviation ``sigma`` pixels
+    (zero beyond the slice border) and scaled by ``alpha`` pixels. The mask is
+    sampled bilinearly at the displaced positions and thresholded at 0.5.
+
+    With ``box`` (rows, cols) the warp is computed for the pixels of the box
+    only and the mask is returned as that crop. The result equals the crop of
+    the whole-slice warp when ``mask`` is False outside the box less one pixel
+    on each side that is not a slice border: the field inside the box needs
+    noise within the Gaussian's radius, which is filtered, and the sampled
+    positions outside the box read False either way.
     """
     shape = mask.shape
+    box = box or (slice(0, shape[0]), slice(0, shape[1]))
     displacement = rng.uniform(-1.0, 1.0, size=(2, *shape))
-    displacement_rows = ndimage.gaussian_filter(displacement[0], sigma, mode="constant") * alpha
-    displacement_cols = ndimage.gaussian_filter(displacement[1], sigma, mode="constant") * alpha
-    rows, cols = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
-    coordinates = np.stack([rows + displacement_rows, cols + displacement_cols])
-    warped = ndimage.map_coordinates(mask.astype(np.float32), coordinates, order=1, mode="constant", cval=0.0)
+    # scipy's Gaussian reaches int(truncate * sigma + 0.5) pixels with truncate 4.
+    radius = int(4.0 * sigma + 0.5)
+    field_box = tuple(slice(max(b.start - radius, 0), min(b.stop + radius, n)) for b, n in zip(box, shape))
+    inner = tuple(slice(b.start - f.start, b.stop - f.start) for b, f in zip(box, field_box))
+    rows, cols = np.meshgrid(np.arange(box[0].start, box[0].stop), np.arange(box[1].start, box[1].stop), indexing="ij")
+    coordinates = np.stack(
+        [
+            grid + _smooth_inside(component[field_box], sigma, inner) * alpha - b.start
+            for grid, component, b in zip((rows, cols), displacement, box)
+        ]
+    )
+    warped = ndimage.map_coordinates(mask[box].astype(np.float32), coordinates, order=1, mode="constant", cval=0.0)
     return warped > 0.5
 
 
 def _attempt_shape(
     image: np.ndarray, liver: np.ndarray, rng: np.random.Generator, params: SynthesisParams
 ) -> np.ndarray | None:
-    """Make one tumour shape attempt; returns a boolean mask or None when it fails."""
+    """Make one tumour shape attempt; returns a boolean mask or None when it fails.
+
+    The shape is worked out on the liver's bounding box plus a 2-pixel margin
+    and pasted back into the slice; everything outside that box is
+    background, so the result is the whole-slice computation's.
+    """
     n_segments = int(rng.integers(params.n_segments[0], params.n_segments[1]))
-    labels = _superpixels(image, liver, n_segments, params.compactness)
+    box = _liver_box(liver, 2)
+    origin = (box[0].start, box[1].start)
+    labels = _superpixels(image, liver, n_segments, params.compactness)[box]
     candidates = np.unique(labels[labels > 0])
     if candidates.size == 0:
         return None
     chosen = rng.choice(candidates)
 
-    ellipse = _fit_ellipse(labels == chosen)
+    ellipse = _fit_ellipse(labels == chosen, origin=origin, slice_shape=liver.shape)
     if ellipse is None:
         return None
-    ellipse &= liver
+    liver_crop = liver[box]
+    ellipse &= liver_crop
 
     alpha = rng.uniform(*params.elastic_alpha)
     sigma = rng.uniform(*params.elastic_sigma)
-    tumour = _elastic_deform(ellipse, alpha, sigma, rng) & liver
-
-    return tumour if _is_acceptable_tumour(tumour, liver) else None
+    full = np.zeros(liver.shape, dtype=bool)
+    full[box] = ellipse
+    tumour_crop = _elastic_deform(full, alpha, sigma, rng, box=box) & liver_crop
+    if not _is_acceptable_tumour(tumour_crop, liver_crop):
+        return None
+    full[box] = tumour_crop
+    return full
 
 
 def _is_acceptable_tumour(tumour: np.ndarray, liver: np.ndarray) -> bool:
@@ -380,11 +446,22 @@ def synthesize_batch(
     healthy = np.stack([np.asarray(image, dtype=np.float32) for image in images])
     synthetic = np.stack([tumour_draw.composite for tumour_draw in draws])
 
-    diffused = diffuse(np.concatenate([healthy, synthetic]), params, device=device)
-    batch_size = len(draws)
+    # A composite differs from its healthy slice only on the tumour, so its
+    # diffusion is the healthy one's except near the tumour's box.
+    healthy_diffused = diffuse(healthy, params, device=device)
+    boxes = [_tumour_box(tumour_draw.tumour) for tumour_draw in draws]
     return SynthesisBatch(
-        healthy=diffused[:batch_size],
-        synthetic=diffused[batch_size:],
+        healthy=healthy_diffused,
+        synthetic=diffuse_near_change(healthy_diffused, synthetic, boxes, params, device=device),
         tumours=np.stack([tumour_draw.tumour for tumour_draw in draws]),
         statuses=tuple(tumour_draw.status for tumour_draw in draws),
     )
+
+
+def _tumour_box(tumour: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Return ``(first_row, stop_row, first_col, stop_col)`` of a tumour mask, or None when it is empty."""
+    found = ndimage.find_objects(tumour.astype(np.uint8))
+    if not found:
+        return None
+    rows, cols = found[0]
+    return rows.start, rows.stop, cols.start, cols.stop
