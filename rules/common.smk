@@ -11,23 +11,37 @@ sys.path.insert(0, SRC)
 # The prefix is formatted like a shell command, so the braces of ${...} are doubled once more.
 shell.prefix(f"export PYTHONPATH={shlex.quote(SRC)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
-from srttt.data.cases import case_table, cases_in_split  # noqa: E402
+from srttt.data.cases import case_table, has_liver_labels, read_case_sheet, source_config  # noqa: E402
 from srttt.layout import METHOD_MODEL, MODELS, Layout  # noqa: E402
+from srttt.liver.choice import liver_backend  # noqa: E402
 
+REAL_DATASET = source_config(config) is not None
+WITH_LIVER_LABELS = has_liver_labels(config)
 try:
-    CASES = case_table(config)
+    LIVER_BACKEND = liver_backend(config)
+    if not REAL_DATASET:
+        case_table(config)  # the demo case sheet follows from params.yaml: check it before any job runs
 except ValueError as error:
     raise WorkflowError(str(error))
 
 L = Layout(dataset=config["dataset"])
-ALL_CASES = [c.case for c in CASES]
-TEST_CASES = cases_in_split(config, "test")
 METHODS = list(config["methods"])
 
 wildcard_constraints:
-    case="|".join(ALL_CASES),
+    case=r"[A-Za-z0-9_-]+",
     method="|".join(METHOD_MODEL),
     model="|".join(MODELS),
+
+
+def cases(split=None):
+    """Case ids from the case sheet, which the case_sheet checkpoint writes (a real dataset's cases are known only then)."""
+    sheet = checkpoints.case_sheet.get().output[0]
+    return [c.case for c in read_case_sheet(sheet) if split is None or c.split == split]
+
+
+def per_case(path_of, split=None):
+    """An input function giving ``path_of(case)`` for every case of ``split`` (all cases when None)."""
+    return lambda wildcards: [str(path_of(c)) for c in cases(split)]
 
 
 def cfg_json(*sections):
@@ -50,19 +64,16 @@ def model_weights(wildcards):
 def liver_mask_inputs(wildcards):
     """The CT and reference liver of a case, plus the trained nnU-Net model when the pipeline trains one."""
     inputs = {"image": str(L.image(wildcards.case))}
-    liver = config["liver"]
-    if liver["backend"] == "reference":
+    if LIVER_BACKEND == "reference":
         inputs["reference"] = str(L.reference_liver(wildcards.case))
-    if liver["backend"] == "nnunet" and not (liver.get("nnunet") or {}).get("model_dir"):
+    if LIVER_BACKEND == "nnunet" and not (config["liver"].get("nnunet") or {}).get("model_dir"):
         inputs["model"] = str(L.liver_model_flag)
     return inputs
 
 
 def final_outputs():
     outputs = [L.tables_dir / f"main.{ext}" for ext in ("csv", "md", "tex")]
-    outputs.append(L.figures_dir / "dice_per_case.png")
-    outputs.append(L.figures_dir / "synthesis_preview.png")
-    outputs += [L.figures_dir / f"overlay_{case}.png" for case in TEST_CASES]
+    outputs += [L.figures_dir / "dice_per_case.png", L.figures_dir / "synthesis_preview.png", L.overlays_dir]
     outputs += [L.per_case_metrics(m) for m in METHODS]
-    outputs += [L.dataset_json, L.case_sheet, L.liver_qc_table]
+    outputs += [L.dataset_json, L.case_sheet, L.liver_qc_table, L.dataset_summary, L.splits_dir]
     return [str(p) for p in outputs]

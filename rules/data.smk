@@ -1,11 +1,53 @@
-# Data: generated phantoms and the real LiTS sample, written in the MSD Task08 layout.
+# Data: a real dataset fetched and imported, or the generated demo data, in the MSD Task08 layout.
+
+if REAL_DATASET:
+
+    rule fetch_source:
+        output:
+            str(L.source_json),
+        params:
+            cfg=cfg_json("data"),
+        log:
+            str(L.log("data", "fetch")),
+        benchmark:
+            str(L.benchmark("data", "fetch"))
+        threads: 1
+        resources:
+            mem_mb=2000,
+        conda:
+            "../envs/core.yaml"
+        shell:
+            "python -m srttt fetch --config-json {params.cfg:q} 2> {log}"
+
+
+# The case sheet decides which per-case jobs exist, so it is a checkpoint.
+checkpoint case_sheet:
+    input:
+        [str(L.source_json)] if REAL_DATASET else [],
+    output:
+        str(L.case_sheet),
+    params:
+        cfg=cfg_json("data"),
+    log:
+        str(L.log("data", "cases")),
+    benchmark:
+        str(L.benchmark("data", "cases"))
+    threads: 1
+    resources:
+        mem_mb=500,
+    conda:
+        "../envs/core.yaml"
+    shell:
+        "python -m srttt cases --config-json {params.cfg:q} 2> {log}"
 
 
 rule make_case:
+    input:
+        [str(L.source_json)] if REAL_DATASET else [],
     output:
         image=pattern(L.image, "case"),
         label=pattern(L.label, "case"),
-        liver=pattern(L.reference_liver, "case"),
+        **({"liver": pattern(L.reference_liver, "case")} if WITH_LIVER_LABELS else {}),
     params:
         cfg=cfg_json("data"),
     log:
@@ -14,7 +56,7 @@ rule make_case:
         pattern(lambda c: L.benchmark("data", c), "case")
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=4000,
     conda:
         "../envs/core.yaml"
     shell:
@@ -23,10 +65,10 @@ rule make_case:
 
 rule dataset_index:
     input:
-        images=[L.image(c) for c in ALL_CASES],
+        sheet=str(L.case_sheet),
+        images=per_case(L.image),
     output:
         dataset_json=str(L.dataset_json),
-        case_sheet=str(L.case_sheet),
     params:
         cfg=cfg_json("data"),
     log:

@@ -3,9 +3,9 @@
 
 rule evaluate:
     input:
-        predictions=lambda w: [L.prediction(w.method, c) for c in TEST_CASES],
-        labels=[L.label(c) for c in TEST_CASES],
-        reference_livers=[L.reference_liver(c) for c in TEST_CASES],
+        predictions=lambda w: [str(L.prediction(w.method, c)) for c in cases("test")],
+        labels=per_case(L.label, "test"),
+        reference_livers=per_case(L.reference_liver, "test") if WITH_LIVER_LABELS else [],
     output:
         per_case=pattern(L.per_case_metrics, "method"),
         summary=pattern(L.summary_metrics, "method"),

@@ -3,8 +3,9 @@
 
 rule train_liver_model:
     input:
-        images=[L.image(c) for c in ALL_CASES],
-        livers=[L.reference_liver(c) for c in ALL_CASES],
+        sheet=str(L.case_sheet),
+        images=per_case(L.image),
+        livers=per_case(L.reference_liver),
     output:
         str(L.liver_model_flag),
     params:
@@ -31,7 +32,7 @@ rule liver_mask:
         qc=pattern(L.liver_qc_row, "case"),
         overlay=pattern(L.liver_qc_overlay, "case"),
     params:
-        cfg=cfg_json("liver"),
+        cfg=cfg_json("data", "liver"),
     log:
         pattern(lambda c: L.log("liver", c), "case"),
     benchmark:
@@ -47,7 +48,8 @@ rule liver_mask:
 
 rule liver_qc:
     input:
-        [L.liver_qc_row(c) for c in ALL_CASES],
+        sheet=str(L.case_sheet),
+        rows=per_case(L.liver_qc_row),
     output:
         str(L.liver_qc_table),
     params:

@@ -4,14 +4,14 @@
 rule report:
     input:
         per_case=[L.per_case_metrics(m) for m in METHODS],
-        predictions=[L.prediction(m, c) for m in METHODS for c in TEST_CASES],
-        images=[L.image(c) for c in TEST_CASES],
-        labels=[L.label(c) for c in TEST_CASES],
-        livers=[L.liver_mask(c) for c in TEST_CASES],
+        predictions=lambda w: [str(L.prediction(m, c)) for m in METHODS for c in cases("test")],
+        images=per_case(L.image, "test"),
+        labels=per_case(L.label, "test"),
+        livers=per_case(L.liver_mask, "test"),
     output:
         tables=[str(L.tables_dir / f"main.{ext}") for ext in ("csv", "md", "tex")],
         dice=str(L.figures_dir / "dice_per_case.png"),
-        overlays=[str(L.figures_dir / f"overlay_{c}.png") for c in TEST_CASES],
+        overlays=directory(str(L.overlays_dir)),
     params:
         cfg=cfg_json("data", "methods", "model", "train", "ttt", "tent", "mlflow"),
     log:

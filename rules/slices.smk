@@ -6,8 +6,10 @@ rule slices:
         image=pattern(L.image, "case"),
         label=pattern(L.label, "case"),
         liver=pattern(L.liver_mask, "case"),
+        sheet=str(L.case_sheet),
     output:
-        directory(pattern(L.slice_dir, "case")),
+        slices=directory(pattern(L.slice_dir, "case")),
+        summary=pattern(L.case_summary, "case"),
     params:
         cfg=cfg_json("data"),
     log:
@@ -25,9 +27,14 @@ rule slices:
 
 rule manifest:
     input:
-        [L.slice_dir(c) for c in ALL_CASES],
+        sheet=str(L.case_sheet),
+        slices=per_case(L.slice_dir),
+        summaries=per_case(L.case_summary),
     output:
-        str(L.manifest),
+        manifest=str(L.manifest),
+        splits=directory(str(L.splits_dir)),
+        summary=str(L.dataset_summary),
+        summary_markdown=str(L.dataset_summary_markdown),
     params:
         cfg=cfg_json("data"),
     log:

@@ -4,7 +4,7 @@
 rule train:
     input:
         manifest=str(L.manifest),
-        slices=[L.slice_dir(c) for c in ALL_CASES if c not in TEST_CASES],
+        slices=per_case(L.slice_dir, "train"),
     output:
         weights=pattern(L.weights, "model"),
         history=pattern(L.history, "model"),

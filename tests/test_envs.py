@@ -53,7 +53,7 @@ def test_lock_agrees_with_requirements(repo):
 def test_every_rule_names_an_existing_env(repo):
     for rules_file in sorted((repo / "rules").glob("*.smk")):
         text = rules_file.read_text()
-        rules = re.findall(r"^rule (\w+):", text, flags=re.M)
+        rules = re.findall(r"^\s*(?:rule|checkpoint) (\w+):", text, flags=re.M)
         envs = re.findall(r'conda:\s*\n\s*"\.\./(envs/[\w.-]+)"', text)
         assert len(envs) == len(rules), f"{rules_file.name}: {len(rules)} rules but {len(envs)} conda envs"
         for env in envs:

@@ -28,6 +28,9 @@ def test_invalid_key_stops_before_any_job(repo, tmp_path):
 
 
 def test_dry_run_plans_one_infer_job_per_method_and_case(repo, tmp_path):
+    # The case sheet is a checkpoint: per-case jobs are planned once it exists.
+    sheet = _snakemake(repo, tmp_path, "data/tiny/cases.csv", "--configfile", str(repo / "config" / "tiny.yaml"))
+    assert sheet.returncode == 0, sheet.stderr
     result = _snakemake(repo, tmp_path, "--configfile", str(repo / "config" / "tiny.yaml"), "--dry-run")
     assert result.returncode == 0, result.stderr
     job_counts = {}

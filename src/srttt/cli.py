@@ -31,18 +31,41 @@ def _config(args) -> dict:
     return load_params(*args.params)
 
 
-def _cases(config: dict, args, split: str | None = None) -> list[str]:
+def _cases(config: dict, layout: Layout, args, split: str | None = None) -> list[str]:
     from srttt.data.cases import case_table
 
     if getattr(args, "case", None):
         return [args.case]
-    return [c.case for c in case_table(config) if split is None or c.split == split]
+    return [c.case for c in case_table(config, layout.case_sheet) if split is None or c.split == split]
+
+
+def cmd_fetch(args, config, layout):
+    from srttt.data.cases import source_config
+    from srttt.data.fetch import fetch_source
+    from srttt.io.atomic import write_text
+
+    if source_config(config) is None:
+        # The demo data needs no download; the record keeps `dvc repro` stages uniform.
+        write_text(layout.source_json, json.dumps({"dataset": config["dataset"], "kind": "demo"}, indent=2) + "\n")
+        return
+    fetch_source(layout, config)
+
+
+def cmd_cases(args, config, layout):
+    from srttt.data.build import write_case_sheet
+
+    write_case_sheet(layout, config)
 
 
 def cmd_make_case(args, config, layout):
     from srttt.data.build import write_case
+    from srttt.data.cases import has_liver_labels
 
-    for case in _cases(config, args):
+    # DVC tracks liversTr/ as an output, so it exists even where the dataset has no liver label.
+    layout.reference_liver("x").parent.mkdir(parents=True, exist_ok=True)
+    if not has_liver_labels(config):
+        logger.info("dataset %s has no liver labels; liversTr/ stays empty", layout.dataset)
+    for case in _cases(config, layout, args):
         write_case(layout, case, config)
 
 
@@ -53,8 +76,9 @@ def cmd_dataset_index(args, config, layout):
 
 
 def _needs_liver_model(config: dict) -> bool:
-    liver = config["liver"]
-    return liver["backend"] == "nnunet" and not (liver.get("nnunet") or {}).get("model_dir")
+    from srttt.liver.choice import liver_backend
+
+    return liver_backend(config) == "nnunet" and not (config["liver"].get("nnunet") or {}).get("model_dir")
 
 
 def cmd_train_liver_model(args, config, layout):
@@ -62,7 +86,7 @@ def cmd_train_liver_model(args, config, layout):
     from srttt.io.atomic import write_text
     from srttt.liver.nnunet import train_liver_model
 
-    with_labels = [c.case for c in case_table(config) if layout.reference_liver(c.case).is_file()]
+    with_labels = [c.case for c in case_table(config, layout.case_sheet) if layout.reference_liver(c.case).is_file()]
     model_dir = train_liver_model(layout, with_labels, config)
     write_text(layout.liver_model_flag, json.dumps({"model_dir": str(model_dir), "cases": with_labels}, indent=2) + "\n")
 
@@ -72,7 +96,7 @@ def cmd_liver(args, config, layout):
 
     if _needs_liver_model(config) and not layout.liver_model_flag.is_file():
         cmd_train_liver_model(args, config, layout)
-    for case in _cases(config, args):
+    for case in _cases(config, layout, args):
         write_liver_mask(layout, case, config)
     if not getattr(args, "case", None):
         cmd_liver_qc(args, config, layout)
@@ -84,7 +108,10 @@ def cmd_liver_qc(args, config, layout):
     from srttt.data.cases import case_table
     from srttt.io.atomic import write_text
 
-    rows = [json.loads(layout.liver_qc_row(c.case).read_text(encoding="utf-8")) for c in case_table(config)]
+    rows = [
+        json.loads(layout.liver_qc_row(c.case).read_text(encoding="utf-8"))
+        for c in case_table(config, layout.case_sheet)
+    ]
     write_text(layout.liver_qc_table, pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
     warned = [row["case"] for row in rows if row.get("warnings")]
     logger.info("liver QC of %d cases written to %s; warnings for: %s", len(rows), layout.liver_qc_table, warned or "none")
@@ -92,17 +119,24 @@ def cmd_liver_qc(args, config, layout):
 
 def cmd_slices(args, config, layout):
     from srttt.data.cases import find_case
+    from srttt.data.dataset_summary import write_case_summary
     from srttt.slices.convert import convert_case
 
-    for case in _cases(config, args):
-        convert_case(layout, case, find_case(config, case).split)
+    for case in _cases(config, layout, args):
+        convert_case(layout, case, find_case(config, case, layout.case_sheet).split)
+        write_case_summary(layout, case)
 
 
 def cmd_manifest(args, config, layout):
     from srttt.data.cases import case_table
+    from srttt.data.dataset_summary import write_dataset_summary, write_split_manifests
+    from srttt.liver.choice import liver_backend
     from srttt.slices.convert import merge_manifests
 
-    merge_manifests(layout, [c.case for c in case_table(config)])
+    cases = case_table(config, layout.case_sheet)
+    manifest = merge_manifests(layout, [c.case for c in cases])
+    write_split_manifests(layout, cases, manifest, liver_source=liver_backend(config))
+    write_dataset_summary(layout, [c.case for c in cases])
 
 
 def cmd_train(args, config, layout):
@@ -136,7 +170,7 @@ def cmd_infer(args, config, layout):
     from srttt.inference.predict_case import predict_case
 
     for method in [args.method] if args.method else config["methods"]:
-        for case in _cases(config, args, split="test"):
+        for case in _cases(config, layout, args, split="test"):
             predict_case(layout, method, case, config)
 
 
@@ -184,8 +218,8 @@ def cmd_report(args, config, layout):
     )
     paths = write_tables(per_case, summaries, layout.tables_dir, caption=caption)
     figures = [plot_dice_per_case(per_case, layout.figures_dir / "dice_per_case.png")]
-    for case in cases_in_split(config, "test"):
-        figures.append(plot_overlay(layout, case, methods, layout.figures_dir / f"overlay_{case}.png"))
+    for case in cases_in_split(config, "test", layout.case_sheet):
+        figures.append(plot_overlay(layout, case, methods, layout.overlays_dir / f"{case}.png"))
     log_run(
         root=args.root,
         experiment=config["mlflow"]["experiment"],
@@ -236,8 +270,10 @@ def cmd_synth_preview(args, config, layout):
 
 
 COMMANDS = {
-    "make-case": (cmd_make_case, "generate or fetch cases into data/<dataset>/ (MSD layout)"),
-    "dataset-index": (cmd_dataset_index, "write dataset.json and cases.csv"),
+    "fetch": (cmd_fetch, "download or locate a real dataset's source and list its cases (source.json)"),
+    "cases": (cmd_cases, "write the case sheet data/<dataset>/cases.csv with each case's split"),
+    "make-case": (cmd_make_case, "generate, fetch or import cases into data/<dataset>/ (MSD layout)"),
+    "dataset-index": (cmd_dataset_index, "write dataset.json"),
     "train-liver-model": (cmd_train_liver_model, "train the nnU-Net liver model on cases with reference livers"),
     "liver": (cmd_liver, "write liver masks with the configured backend"),
     "liver-qc": (cmd_liver_qc, "merge the per-case liver QC records into one table"),
@@ -288,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         config = _config(args)
         layout = Layout(dataset=config["dataset"], root=args.root)
         COMMANDS[args.command][0](args, config, layout)
-    except (ConfigError, FileNotFoundError, KeyError, ValueError, RuntimeError) as error:
+    except (ConfigError, OSError, KeyError, ValueError, RuntimeError) as error:
         logger.error("%s failed: %s", args.command, error)
         return 1
     return 0

@@ -68,6 +68,16 @@ class Layout:
     def download_cache(self) -> Path:
         return self.root / "data" / "downloads"
 
+    @property
+    def source_json(self) -> Path:
+        """Where a real dataset's source was found: its kind, root folder and labelled cases."""
+        return self.data_dir / "source.json"
+
+    @property
+    def source_dir(self) -> Path:
+        """Where a downloaded or local archive of a real dataset is extracted."""
+        return self.data_dir / "source"
+
     # -- results --
     @property
     def results_dir(self) -> Path:
@@ -104,6 +114,23 @@ class Layout:
     def manifest(self) -> Path:
         return self.results_dir / "slices" / "manifest.csv"
 
+    def case_summary(self, case: str) -> Path:
+        """One row of the dataset summary: shape, spacing, HU range, liver and tumour volumes, slice counts."""
+        return self.results_dir / "summary" / f"{case}.json"
+
+    @property
+    def dataset_summary(self) -> Path:
+        return self.results_dir / "dataset_summary.csv"
+
+    @property
+    def dataset_summary_markdown(self) -> Path:
+        return self.results_dir / "dataset_summary.md"
+
+    @property
+    def splits_dir(self) -> Path:
+        """Split manifests: cases, healthy training slices, test slices, real tumour training slices."""
+        return self.results_dir / "splits"
+
     def model_dir(self, model: str) -> Path:
         return self.results_dir / "models" / model
 
@@ -132,6 +159,11 @@ class Layout:
     @property
     def figures_dir(self) -> Path:
         return self.results_dir / "figures"
+
+    @property
+    def overlays_dir(self) -> Path:
+        """One overlay figure per test case, ``<case>.png``."""
+        return self.figures_dir / "overlays"
 
     def log(self, stage: str, name: str) -> Path:
         return self.root / "logs" / self.dataset / stage / f"{name}.log"

@@ -1,11 +1,27 @@
-"""Write one case of a dataset, and the dataset's ``dataset.json`` and case sheet."""
+"""Write a dataset's case sheet, its cases in the internal layout, and its ``dataset.json``.
+
+The internal layout (``data/<dataset>/``) follows MSD Task08: ``imagesTr/``
+(CT in HU), ``labelsTr/`` (0 background, 1 vessel, 2 tumour) and
+``liversTr/`` (reference liver 0/1, empty for MSD Task08, which has none).
+""" 
 
 from __future__ import annotations
 
 import json
 import logging
 
-from srttt.data.cases import Case, case_sheet_csv, case_table, find_case, has_lesions
+from pathlib import Path
+
+from srttt.data.cases import (
+    Case,
+    case_sheet_csv,
+    case_table,
+    demo_case_table,
+    find_case,
+    has_lesions,
+    has_liver_labels,
+    source_config,
+)
 from srttt.io.atomic import write_text
 from srttt.layout import Layout
 from srttt.seeding import derive_seed
@@ -13,8 +29,40 @@ from srttt.seeding import derive_seed
 logger = logging.getLogger(__name__)
 
 
+def write_case_sheet(layout: Layout, config: dict) -> list[Case]:
+    """Write ``data/<dataset>/cases.csv``: the demo cases from params.yaml, or a real dataset's split.
+
+    A real dataset's cases come from ``source.json`` (the fetch stage). Its
+    split is ``split_csv`` when set, otherwise seeded from ``seed``.
+    """
+    source = source_config(config)
+    if source is None:
+        cases = demo_case_table(config)
+    else:
+        from srttt.data.fetch import read_source
+        from srttt.data.split import make_split, read_split_csv
+
+        kind, source_cases = read_source(layout)
+        ids = [c.case for c in source_cases]
+        if source.get("split_csv"):
+            split = read_split_csv(Path(source["split_csv"]).expanduser(), ids)
+        else:
+            split = make_split(ids, test_fraction=float(source["test_fraction"]), seed=derive_seed(int(config["seed"]), "split"))
+        cases = [Case(case, kind, split[case], index) for index, case in enumerate(ids)]
+    write_text(layout.case_sheet, case_sheet_csv(cases))
+    logger.info(
+        "case sheet %s: %d training and %d test cases",
+        layout.case_sheet,
+        sum(c.split == "train" for c in cases),
+        sum(c.split == "test" for c in cases),
+    )
+    return cases
+
+
 def write_case(layout: Layout, case: str, config: dict) -> dict:
-    """Generate or fetch ``case`` into the MSD layout (imagesTr, labelsTr, liversTr)."""
+    """Generate, fetch or import ``case`` into the internal layout (imagesTr, labelsTr, liversTr)."""
+    if source_config(config) is not None:
+        return _import_real_case(layout, case, config)
     entry: Case = find_case(config, case)
     if entry.source == "phantom":
         from srttt.data.phantom import make_phantom, write_phantom_case
@@ -51,26 +99,57 @@ def write_case(layout: Layout, case: str, config: dict) -> dict:
     return summary
 
 
+def _import_real_case(layout: Layout, case: str, config: dict) -> dict:
+    from srttt.data.fetch import read_source
+    from srttt.data.sources import import_case
+
+    kind, source_cases = read_source(layout)
+    by_id = {c.case: c for c in source_cases}
+    if case not in by_id:
+        raise KeyError(f"case '{case}' is not in {layout.source_json}; rerun the fetch and cases stages")
+    layout.reference_liver(case).parent.mkdir(parents=True, exist_ok=True)
+    return import_case(
+        by_id[case],
+        kind,
+        image_path=layout.image(case),
+        label_path=layout.label(case),
+        liver_path=layout.reference_liver(case) if has_liver_labels(config) else None,
+    )
+
+
+DESCRIPTIONS = {
+    None: "SR-TTT benchmark data: generated abdominal CT phantoms and the LiTS volume 117 crop",
+    "msd08": "MSD Task08 Hepatic Vessel (labelled imagesTr), imported with HU scaling applied",
+    "lits": "LiTS training volumes (MSD Task03 or the challenge layout), tumour label kept as 2, liver in liversTr",
+}
+
+
 def write_dataset_index(layout: Layout, config: dict) -> None:
-    """Write ``dataset.json`` (MSD Task08 style) and ``cases.csv`` for the configured cases."""
-    cases = case_table(config)
+    """Write ``dataset.json`` (MSD Task08 style) for the cases of the case sheet."""
+    cases = case_table(config, layout.case_sheet)
     missing = [c.case for c in cases if not layout.image(c.case).is_file()]
     if missing:
         raise FileNotFoundError(f"cases missing from {layout.data_dir / 'imagesTr'}: {', '.join(missing)}")
+    source = source_config(config)
+    with_liver = has_liver_labels(config)
     index = {
         "name": layout.dataset,
-        "description": "SR-TTT benchmark data: generated abdominal CT phantoms and the LiTS volume 117 crop",
+        "description": DESCRIPTIONS[source["kind"] if source else None],
         "tensorImageSize": "3D",
         "modality": {"0": "CT"},
         "labels": {"0": "background", "1": "Vessel", "2": "Tumour"},
-        "liver_labels": "liversTr/ holds a reference liver label per case (0 background, 1 liver)",
+        "liver_labels": (
+            "liversTr/ holds a reference liver label per case (0 background, 1 liver)"
+            if with_liver
+            else "none: this dataset has no liver label; liver masks come from the liver stage"
+        ),
         "numTraining": len(cases),
         "numTest": 0,
         "training": [
             {
                 "image": f"./imagesTr/{c.case}.nii.gz",
                 "label": f"./labelsTr/{c.case}.nii.gz",
-                "liver": f"./liversTr/{c.case}.nii.gz",
+                **({"liver": f"./liversTr/{c.case}.nii.gz"} if with_liver else {}),
                 "split": c.split,
                 "source": c.source,
             }
@@ -79,4 +158,3 @@ def write_dataset_index(layout: Layout, config: dict) -> None:
         "test": [],
     }
     write_text(layout.dataset_json, json.dumps(index, indent=2) + "\n")
-    write_text(layout.case_sheet, case_sheet_csv(config))

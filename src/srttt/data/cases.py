@@ -1,7 +1,13 @@
 """The case sheet: which cases a dataset has, where each comes from, and its split.
 
-The sheet is derived from params.yaml alone, so every case id is fixed before
-any data exists, which Snakemake needs to build its DAG.
+Two kinds of dataset:
+
+- the demo data (any ``dataset`` name that is not under ``data.sources``):
+  phantoms and the LiTS sample, whose sheet follows from params.yaml alone;
+- a real dataset (``dataset: msd08`` or ``lits``, configured under
+  ``data.sources``): its cases are known only once the source is fetched, so
+  the sheet is written by the ``cases`` stage (``data/<dataset>/cases.csv``)
+  and read back from there.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import csv
 import io
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 CASE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 SPLITS = ("train", "test")
@@ -21,13 +28,55 @@ class Case:
     """One volume: its id, the source that writes it, and its split."""
 
     case: str
-    source: str  # "phantom" or "lits_sample"
+    source: str  # "phantom", "lits_sample", or a real dataset's kind ("msd08", "lits")
     split: str  # "train" (healthy slices for synthesis, real tumours for the supervised model) or "test"
     index: int  # index within its source, used to derive its seed
 
 
-def case_table(config: dict) -> list[Case]:
-    """Return the dataset's cases in a fixed order: phantom training, phantom test, LiTS sample."""
+def source_config(config: dict) -> dict | None:
+    """Return the ``data.sources`` entry of the configured dataset, or None for the demo data."""
+    return ((config.get("data") or {}).get("sources") or {}).get(config.get("dataset"))
+
+
+def has_liver_labels(config: dict) -> bool:
+    """Return whether the dataset ships a reference liver label (the demo data and LiTS do, MSD Task08 does not)."""
+    source = source_config(config)
+    return source is None or source["kind"] == "lits"
+
+
+def case_table(config: dict, sheet: str | Path | None = None) -> list[Case]:
+    """Return the dataset's cases.
+
+    For the demo data the order is fixed: phantom training, phantom test,
+    LiTS sample. A real dataset's cases are read from its case sheet
+    ``sheet`` (``Layout.case_sheet``), written by the ``cases`` stage.
+    """
+    if source_config(config) is not None:
+        if sheet is None:
+            raise ValueError(f"dataset '{config['dataset']}' is a real dataset: pass its case sheet (data/<dataset>/cases.csv)")
+        return read_case_sheet(sheet)
+    return demo_case_table(config)
+
+
+def read_case_sheet(path: str | Path) -> list[Case]:
+    """Read a case sheet CSV (columns case, source, split) written by :func:`case_sheet_csv`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"case sheet not found: {path}; run the cases stage first (`python -m srttt cases`, or any snakemake run)"
+        )
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    cases = []
+    for index, row in enumerate(rows):
+        if not CASE_ID.match(row.get("case") or "") or row.get("split") not in SPLITS:
+            raise ValueError(f"{path}, row {index + 2}: invalid case sheet row {row}; rerun the cases stage")
+        cases.append(Case(row["case"], row["source"], row["split"], index))
+    return cases
+
+
+def demo_case_table(config: dict) -> list[Case]:
+    """Return the demo dataset's cases in a fixed order: phantom training, phantom test, LiTS sample."""
     data = config["data"]
     phantom = data["phantom"]
     cases = [Case(f"phantom_{i:03d}", "phantom", "train", i) for i in range(phantom["n_train"])]
@@ -59,23 +108,24 @@ def has_lesions(entry: Case, config: dict) -> bool:
     return entry.source != "phantom" or entry.split == "test" or entry.index >= phantom["n_train"] + phantom["n_test"]
 
 
-def cases_in_split(config: dict, split: str) -> list[str]:
-    return [c.case for c in case_table(config) if c.split == split]
+def cases_in_split(config: dict, split: str, sheet: str | Path | None = None) -> list[str]:
+    return [c.case for c in case_table(config, sheet) if c.split == split]
 
 
-def find_case(config: dict, case: str) -> Case:
-    for entry in case_table(config):
+def find_case(config: dict, case: str, sheet: str | Path | None = None) -> Case:
+    cases = case_table(config, sheet)
+    for entry in cases:
         if entry.case == case:
             return entry
-    known = ", ".join(c.case for c in case_table(config))
+    known = ", ".join(c.case for c in cases[:20]) + (", ..." if len(cases) > 20 else "")
     raise KeyError(f"unknown case '{case}'; the configured cases are: {known}")
 
 
-def case_sheet_csv(config: dict) -> str:
+def case_sheet_csv(cases: list[Case]) -> str:
     """Render the case sheet as CSV text (columns case, source, split)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["case", "source", "split"])
-    for entry in case_table(config):
+    for entry in cases:
         writer.writerow([entry.case, entry.source, entry.split])
     return buffer.getvalue()

@@ -22,7 +22,7 @@ TUMOUR_LABEL = 2
 def evaluate_method(layout: Layout, method: str, config: dict) -> tuple[pd.DataFrame, dict]:
     """Evaluate ``method`` on every test case; write per_case.csv and summary.csv."""
     results = []
-    for case in tqdm(cases_in_split(config, "test"), desc=f"evaluate {method}", unit="case"):
+    for case in tqdm(cases_in_split(config, "test", layout.case_sheet), desc=f"evaluate {method}", unit="case"):
         prediction, geometry = load_volume(layout.prediction(method, case))
         label, label_geometry = load_volume(layout.label(case))
         check_same_grid(layout.label(case), label_geometry, layout.prediction(method, case), geometry)

@@ -16,7 +16,10 @@ Methods:
 
 Every slice whose liver mask is non-empty is segmented at the network size
 and its tumour probabilities are resampled back to the slice's native grid,
-thresholded at 0.5 and multiplied by the full-resolution liver mask.
+thresholded at 0.5 and multiplied by the full-resolution liver mask. Slices
+are in the canonical orientation of ``srttt.slices.axes`` (the orientation of
+the PNG slices), and ``write_tumour_slice`` puts each one back on the voxels
+of the source grid it came from.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ import torch
 from srttt.device import resolve_device
 from srttt.inference.ttt import predict, tent_adapt, ttt_adapt, ttt_adapt_batched
 from srttt.io.atomic import write_text
-from srttt.io.nifti import Geometry, check_same_grid, load_volume, save_volume
+from srttt.io.nifti import VolumeError, check_same_grid, load_volume, save_volume
 from srttt.layout import METHOD_MODEL, TTT_POLICY, Layout
 from srttt.preprocess import diffuse, prepare_slice, upsample_probabilities
 from srttt.seeding import derive_seed
+from srttt.slices.axes import SliceAxes, slice_transform
+from srttt.slices.convert import load_slice_geometry
 from srttt.slices.png import read_hu_png
 from srttt.training.steps import make_networks
 from srttt.training.train import load_weights
@@ -84,6 +89,18 @@ def _segment(nets, images: torch.Tensor, livers: torch.Tensor, method: str, conf
     return probabilities
 
 
+def write_tumour_slice(label_map: np.ndarray, axes: SliceAxes, k: int, tumour: np.ndarray) -> None:
+    """Set the voxels of axial slice ``k`` of ``label_map`` (I, J, K) where ``tumour`` is true to TUMOUR_LABEL.
+
+    ``tumour`` is a boolean ``(rows, cols)`` slice in the canonical
+    orientation of ``axes``. The other voxels of ``label_map`` keep their value.
+    """
+    label_slice = axes.slice_view(label_map, k)
+    if tumour.shape != label_slice.shape:
+        raise ValueError(f"tumour slice shape {tumour.shape} differs from the label map's slice {label_slice.shape}")
+    label_slice[tumour] = TUMOUR_LABEL
+
+
 def predict_case(layout: Layout, method: str, case: str, config: dict) -> dict:
     """Segment ``case`` with ``method`` and write its label map; return a summary record."""
     if method not in METHOD_MODEL:
@@ -93,10 +110,11 @@ def predict_case(layout: Layout, method: str, case: str, config: dict) -> dict:
     started = time.perf_counter()
 
     # inputs
-    geometry = Geometry.read_json(layout.geometry(case))
+    geometry = load_slice_geometry(layout.geometry(case))
     liver, liver_geometry = load_volume(layout.liver_mask(case))
     check_same_grid(layout.geometry(case), geometry, layout.liver_mask(case), liver_geometry)
-    axis = geometry.axial_axis()
+    axes = slice_transform(geometry)
+    liver_slices = axes.to_slices(liver)
     manifest = pd.read_csv(layout.slice_manifest(case))
     rows = manifest[manifest["liver_pixels"] > 0]
     size = int(config["slices"]["image_size"])
@@ -106,7 +124,12 @@ def predict_case(layout: Layout, method: str, case: str, config: dict) -> dict:
     images, livers = [], []
     for row in rows.itertuples():
         hu = read_hu_png(layout.slice_dir(case) / row.ct)
-        image, liver_small = prepare_slice(hu, np.take(liver, row.slice, axis=axis), size=size, window=window)
+        if hu.shape != liver_slices[row.slice].shape:
+            raise VolumeError(
+                f"{layout.slice_dir(case) / row.ct} has shape {hu.shape} but the liver mask's slice {row.slice} "
+                f"has {liver_slices[row.slice].shape}; rerun the slices stage for case {case}"
+            )
+        image, liver_small = prepare_slice(hu, liver_slices[row.slice], size=size, window=window)
         images.append(image)
         livers.append(liver_small)
     label_map = (liver > 0).astype(np.uint8) * LIVER_LABEL
@@ -122,13 +145,9 @@ def predict_case(layout: Layout, method: str, case: str, config: dict) -> dict:
 
         # back to the source grid
         for row, probability in zip(rows.itertuples(), probabilities):
-            liver_slice = np.take(liver, row.slice, axis=axis)
+            liver_slice = liver_slices[row.slice]
             full = upsample_probabilities(probability, liver_slice.shape)
-            tumour = (full > 0.5) & (liver_slice > 0)
-            index = [slice(None)] * 3
-            index[axis] = row.slice
-            label_slice = label_map[tuple(index)]
-            label_slice[tumour] = TUMOUR_LABEL
+            write_tumour_slice(label_map, axes, row.slice, (full > 0.5) & (liver_slice > 0))
     else:
         logger.warning("case %s: the liver mask is empty on every slice; writing a liver-only label map", case)
 

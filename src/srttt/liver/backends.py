@@ -59,7 +59,9 @@ def write_liver_mask(layout: Layout, case: str, config: dict) -> dict:
     """Run the configured backend for ``case``, check the mask and write it atomically."""
     from srttt.liver.qc import check_liver_mask, write_overlay_png
 
-    name = config["liver"]["backend"]
+    from srttt.liver.choice import liver_backend
+
+    name = liver_backend(config)
     backends = _backends()
     if name not in backends:
         raise LiverMaskError(f"unknown liver.backend '{name}'; available: {', '.join(backends)}")

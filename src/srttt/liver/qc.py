@@ -25,7 +25,7 @@ from scipy import ndimage
 from srttt.io.atomic import atomic_path, write_text
 from srttt.io.nifti import Geometry
 from srttt.liver.backends import LiverMaskError
-from srttt.reporting.display import radiological_view
+from srttt.slices.axes import slice_transform
 
 logger = logging.getLogger(__name__)
 
@@ -179,17 +179,9 @@ def _contour(mask_slice: np.ndarray) -> np.ndarray:
     return inside & ~ndimage.binary_erosion(inside, structure=np.ones((3, 3), dtype=bool), border_value=0)
 
 
-def _coronal_view(slice_2d: np.ndarray, geometry: Geometry, axial: int, lateral: int) -> np.ndarray:
-    """Orient a coronal slice (the two remaining voxel axes in order) as ``(rows S->I, cols R->L)``."""
-    codes = [c for axis, c in enumerate(geometry.orientation) if axis in (axial, lateral)]
-    view = slice_2d if axial < lateral else slice_2d.T
-    axial_code = codes[0] if axial < lateral else codes[1]
-    lateral_code = codes[1] if axial < lateral else codes[0]
-    if axial_code == "S":  # index grows toward superior: flip so superior is at the top
-        view = view[::-1, :]
-    if lateral_code == "R":  # index grows toward the right: flip so the right is on the left
-        view = view[:, ::-1]
-    return np.ascontiguousarray(view)
+def _coronal_view(stack: np.ndarray, row: int) -> np.ndarray:
+    """Cut a coronal slice at ``row`` of a slice stack ``(slice, row, column)`` as ``(rows S->I, cols R->L)``."""
+    return stack[::-1, row, :]
 
 
 def _panel(ct_view: np.ndarray, mask_view: np.ndarray, reference_view, pixel_mm: tuple[float, float]) -> Image.Image:
@@ -215,28 +207,24 @@ def overlay_image(
     through the mask's centre (superior up). Pixels are scaled to square
     millimetres.
     """
-    axial = geometry.axial_axis()
-    codes = geometry.orientation
-    lateral = next(axis for axis in range(3) if axis != axial and codes[axis] in ("L", "R"))
-    front = 3 - axial - lateral
-    spacing = geometry.spacing
+    axes = slice_transform(geometry)
+    ct_stack, mask_stack = axes.to_slices(ct), axes.to_slices(mask)
+    reference_stack = None if reference is None else axes.to_slices(reference)
+    slice_mm, row_mm, column_mm = axes.spacing(geometry)
 
-    area = np.count_nonzero(mask, axis=tuple(a for a in range(3) if a != axial))
-    axial_index = int(np.argmax(area))
-    axial_slices = [np.take(volume, axial_index, axis=axial) for volume in (ct, mask)]
-    axial_mm = (spacing[front], spacing[lateral])  # radiological_view: rows anterior-posterior, columns lateral
-    axial_views = [radiological_view(s, geometry) for s in axial_slices]
-    reference_axial = None
-    if reference is not None:
-        reference_axial = radiological_view(np.take(reference, axial_index, axis=axial), geometry)
-    left = _panel(axial_views[0], axial_views[1], reference_axial, axial_mm)
+    # Slice stacks are (slice I->S, row A->P, column R->L), the radiological axial view.
+    axial_index = int(np.argmax(np.count_nonzero(mask_stack, axis=(1, 2))))
+    reference_axial = None if reference_stack is None else reference_stack[axial_index]
+    left = _panel(ct_stack[axial_index], mask_stack[axial_index], reference_axial, (row_mm, column_mm))
 
-    coronal_index = int(round(float(np.mean(np.nonzero(mask)[front]))))
-    coronal_views = [_coronal_view(np.take(v, coronal_index, axis=front), geometry, axial, lateral) for v in (ct, mask)]
-    reference_coronal = None
-    if reference is not None:
-        reference_coronal = _coronal_view(np.take(reference, coronal_index, axis=front), geometry, axial, lateral)
-    right = _panel(coronal_views[0], coronal_views[1], reference_coronal, (spacing[axial], spacing[lateral]))
+    coronal_row = int(round(float(np.mean(np.nonzero(mask_stack)[1]))))
+    reference_coronal = None if reference_stack is None else _coronal_view(reference_stack, coronal_row)
+    right = _panel(
+        _coronal_view(ct_stack, coronal_row),
+        _coronal_view(mask_stack, coronal_row),
+        reference_coronal,
+        (slice_mm, column_mm),
+    )
 
     gap = 8
     canvas = Image.new("RGB", (left.width + gap + right.width, max(left.height, right.height)), (0, 0, 0))

@@ -1,34 +1,26 @@
 """Orienting axial slices for display in radiological convention.
 
 Radiological convention: anterior at the top, the patient's right on the
-viewer's left. Voxel axes are mapped from the affine's axis codes, so the
-picture is correct whatever the storage orientation.
+viewer's left. The orientation itself is defined once, in
+``srttt.slices.axes``, which maps voxel axes from the affine's axis codes,
+so the picture is correct whatever the storage orientation.
 """
 
 from __future__ import annotations
 
-import nibabel as nib
 import numpy as np
 
 from srttt.io.nifti import Geometry
+from srttt.slices.axes import slice_transform
 
 
 def radiological_view(slice_2d: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Return an axial slice ``(two non-axial voxel axes in order)`` as ``(rows P->, cols L->)``.
+    """Return a stored axial slice (the two non-axial voxel axes in order) as ``(rows, cols)``.
 
-    Rows run anterior to posterior and columns from the patient's right to left.
+    Rows run anterior to posterior and columns from the patient's right to
+    left, as in the PNG slices and the networks' input.
     """
-    axial = geometry.axial_axis()
-    codes = [c for axis, c in enumerate(nib.aff2axcodes(geometry.affine)) if axis != axial]
-    view = slice_2d
-    if codes[0] not in ("A", "P"):  # make the first array axis the anterior-posterior one
-        view = view.T
-        codes = codes[::-1]
-    if codes[0] == "A":  # index grows toward anterior: flip so anterior is at the top
-        view = view[::-1, :]
-    if codes[1] == "R":  # index grows toward the right: flip so the right is on the left
-        view = view[:, ::-1]
-    return np.ascontiguousarray(view)
+    return np.ascontiguousarray(slice_transform(geometry).orient_slice(slice_2d))
 
 
 def crop_box(mask_view: np.ndarray, margin: int) -> tuple[slice, slice]:

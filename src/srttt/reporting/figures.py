@@ -15,8 +15,9 @@ import pandas as pd  # noqa: E402
 from srttt.io.atomic import atomic_path  # noqa: E402
 from srttt.io.nifti import load_volume  # noqa: E402
 from srttt.layout import Layout  # noqa: E402
-from srttt.reporting.display import crop_box, radiological_view  # noqa: E402
+from srttt.reporting.display import crop_box  # noqa: E402
 from srttt.reporting.tables import METHOD_NAMES  # noqa: E402
+from srttt.slices.axes import slice_transform  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +52,12 @@ def plot_dice_per_case(per_case: dict[str, pd.DataFrame], path: Path) -> Path:
     return _save(figure, path)
 
 
-def _best_slice(reference_tumour: np.ndarray, liver: np.ndarray, axis: int) -> int:
-    other = tuple(a for a in range(3) if a != axis)
-    tumour_area = reference_tumour.sum(axis=other)
+def _best_slice(reference_tumour: np.ndarray, liver: np.ndarray) -> int:
+    """Return the slice of two stacks ``(slice, row, column)`` with the most tumour, or else the most liver."""
+    tumour_area = np.count_nonzero(reference_tumour, axis=(1, 2))
     if tumour_area.max() > 0:
         return int(np.argmax(tumour_area))
-    return int(np.argmax(liver.sum(axis=other)))
+    return int(np.argmax(np.count_nonzero(liver, axis=(1, 2))))
 
 
 def plot_overlay(layout: Layout, case: str, methods: list[str], path: Path) -> Path:
@@ -64,14 +65,14 @@ def plot_overlay(layout: Layout, case: str, methods: list[str], path: Path) -> P
     ct, geometry = load_volume(layout.image(case))
     label, _ = load_volume(layout.label(case))
     liver, _ = load_volume(layout.liver_mask(case))
-    axis = geometry.axial_axis()
+    axes = slice_transform(geometry)
     reference = label == TUMOUR_LABEL
-    k = _best_slice(reference, liver, axis)
+    k = _best_slice(axes.to_slices(reference), axes.to_slices(liver))
 
-    rows, cols = crop_box(radiological_view(np.take(liver, k, axis=axis), geometry), margin=12)
+    rows, cols = crop_box(axes.slice_view(liver, k), margin=12)
 
     def view(volume):
-        return radiological_view(np.take(volume, k, axis=axis), geometry)[rows, cols]
+        return axes.slice_view(volume, k)[rows, cols]
 
     ct_view = np.clip((view(ct).astype(float) - DISPLAY_WINDOW_HU[0]) / np.ptp(DISPLAY_WINDOW_HU), 0, 1)
     panels = [("CT", None, None), ("Reference", view(reference), view(liver))]

@@ -6,15 +6,19 @@ Output folder per case::
     <slice_dir>/liver/0000.png    8-bit liver mask (0/255)
     <slice_dir>/tumour/0000.png   8-bit reference tumour mask (0/255)
     <slice_dir>/manifest.csv      one row per slice
-    <slice_dir>/geometry.json     shape, affine, spacing, orientation, axial axis
+    <slice_dir>/geometry.json     source shape, affine, spacing, orientation, slice orientation
 
-Slice ``k`` is ``np.take(volume, k, axis=axial_axis)``, so stacking the slices
-back along the axial axis restores the volume exactly.
+Every slice is in the canonical orientation of ``srttt.slices.axes``: rows
+run anterior to posterior, columns from the patient's right to left, and
+slice ``k`` counts from inferior to superior, whatever the stored
+orientation. The mapping only permutes and flips axes, so stacking the slices
+back with ``read_slice_volume`` restores the source volume exactly.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import shutil
@@ -28,6 +32,7 @@ from tqdm import tqdm
 from srttt.io.atomic import atomic_path
 from srttt.io.nifti import Geometry, VolumeError, check_same_grid, load_volume
 from srttt.layout import Layout
+from srttt.slices.axes import SLICE_ORIENTATION, slice_transform
 from srttt.slices.png import read_hu_png, read_mask_png, write_hu_png, write_mask_png
 
 logger = logging.getLogger(__name__)
@@ -63,14 +68,15 @@ def convert_case(layout: Layout, case: str, split: str) -> Path:
 
 
 def _write_slices(out_dir, case, split, ct, liver, tumour, geometry: Geometry) -> None:
-    axis = geometry.axial_axis()
+    axes = slice_transform(geometry)
+    ct_slices, liver_slices, tumour_slices = (axes.to_slices(v) for v in (ct, liver, tumour))
     rows = []
     clipped = 0
-    for k in tqdm(range(ct.shape[axis]), desc=f"slices {case}", unit="slice", leave=False):
+    for k in tqdm(range(axes.n_slices), desc=f"slices {case}", unit="slice", leave=False):
         name = f"{k:04d}.png"
-        ct_slice = np.take(ct, k, axis=axis)
-        liver_slice = np.take(liver, k, axis=axis)
-        tumour_slice = np.take(tumour, k, axis=axis)
+        ct_slice = ct_slices[k]
+        liver_slice = liver_slices[k]
+        tumour_slice = tumour_slices[k]
         clipped += write_hu_png(out_dir / "ct" / name, ct_slice)
         write_mask_png(out_dir / "liver" / name, liver_slice)
         write_mask_png(out_dir / "tumour" / name, tumour_slice)
@@ -94,21 +100,53 @@ def _write_slices(out_dir, case, split, ct, liver, tumour, geometry: Geometry) -
         writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    geometry.write_json(out_dir / "geometry.json", case=case, slice_axis=axis)
-    liver_slices = sum(1 for r in rows if r["liver_pixels"])
-    logger.info("case %s: %d slices written (%d with liver), split %s", case, len(rows), liver_slices, split)
+    geometry.write_json(
+        out_dir / "geometry.json", case=case, slice_axis=axes.source_axes[0], **axes.to_dict(geometry)
+    )
+    with_liver = sum(1 for r in rows if r["liver_pixels"])
+    logger.info(
+        "case %s: %d slices written (%d with liver), split %s, stored orientation %s",
+        case, len(rows), with_liver, split, geometry.orientation,
+    )
+
+
+def load_slice_geometry(path: str | os.PathLike) -> Geometry:
+    """Read a slice folder's ``geometry.json`` and check that its slices use the canonical orientation.
+
+    Raises VolumeError when the file records no slice orientation or another
+    one, as slice folders written before slices were reoriented do.
+    """
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise VolumeError(f"slice geometry not found: {path}; rerun the slices stage for this case") from error
+    found = record.get("slice_orientation")
+    if found != SLICE_ORIENTATION:
+        raise VolumeError(
+            f"{path} records slice orientation {found!r} but {SLICE_ORIENTATION!r} is expected; "
+            "delete the slice folder and rerun the slices stage"
+        )
+    return Geometry.from_dict(record)
 
 
 def read_slice_volume(slice_dir: str | os.PathLike, kind: str = "ct") -> tuple[np.ndarray, Geometry]:
     """Stack one kind of slice (``ct``, ``liver`` or ``tumour``) back into a volume in source geometry."""
     slice_dir = Path(slice_dir)
-    geometry = Geometry.read_json(slice_dir / "geometry.json")
-    axis = geometry.axial_axis()
+    geometry = load_slice_geometry(slice_dir / "geometry.json")
+    axes = slice_transform(geometry)
     reader = read_hu_png if kind == "ct" else read_mask_png
-    slices = [reader(slice_dir / kind / f"{k:04d}.png") for k in range(geometry.shape[axis])]
-    volume = np.stack(slices, axis=axis)
-    if volume.shape != geometry.shape:
-        raise VolumeError(f"{slice_dir}: stacked shape {volume.shape} differs from geometry {geometry.shape}")
+    slices = []
+    for k in range(axes.n_slices):
+        path = slice_dir / kind / f"{k:04d}.png"
+        image = reader(path)
+        if image.shape != axes.shape[1:]:
+            raise VolumeError(
+                f"{path} has shape {image.shape} but {axes.shape[1:]} (rows, cols) is expected from "
+                f"{slice_dir / 'geometry.json'}; rerun the slices stage for this case"
+            )
+        slices.append(image)
+    volume = np.ascontiguousarray(axes.to_volume(np.stack(slices)))
     return volume, geometry
 
 

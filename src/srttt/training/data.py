@@ -102,11 +102,9 @@ class SyntheticTumourSlices(Dataset):
 
 def real_tumour_training_slices(layout: Layout) -> pd.DataFrame:
     """Return the liver slices of training cases that contain reference tumour (the supervised model's data)."""
-    manifest = pd.read_csv(layout.manifest)
-    training = manifest[manifest["split"] == "train"]
-    cases_with_tumour = training.groupby("case")["tumour_pixels"].sum()
-    cases_with_tumour = set(cases_with_tumour[cases_with_tumour > 0].index)
-    rows = training[training["case"].isin(cases_with_tumour) & (training["liver_pixels"] > 0)]
+    from srttt.data.dataset_summary import supervised_slices
+
+    rows = supervised_slices(pd.read_csv(layout.manifest))
     if rows.empty:
         raise ValueError(
             f"{layout.manifest} lists no training case with reference tumours, which the supervised model needs; "

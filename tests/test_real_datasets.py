@@ -1,0 +1,201 @@
+"""MSD Task08 and LiTS through Snakemake, from local mirrors in the real layouts.
+
+The mirrors are small phantom datasets written the way the real archives are
+(``Task08_HepaticVessel.tar``, ``Task03_Liver.tar``, the LiTS challenge
+folders), with permuted and flipped storage orientations and HU stored with a
+scaling offset. The Task08 archive is served by an HTTP server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from http_server import FileServer
+
+from srttt.config import load_params
+from srttt.data.cases import read_case_sheet
+from srttt.data.mirror import build_lits_challenge_folder, build_msd_archive
+from srttt.data.sources import discover_cases, find_dataset_root, read_case
+from srttt.io.nifti import load_volume
+from srttt.layout import Layout
+from srttt.liver.choice import liver_backend
+
+SHAPE = (64, 64, 16)
+SMALL_RUN = {
+    "methods": ["baseline", "srttt_ttt"],
+    "train": {"epochs": 1},
+    "slices": {"image_size": 32},
+    "model": {"width": 2},
+}
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def _snakemake(repo: Path, workdir: Path, configfile: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable, "-m", "snakemake", *extra, "--cores", "2",
+        "--snakefile", str(repo / "Snakefile"), "--directory", str(workdir),
+        "--configfile", str(repo / "config" / "tiny.yaml"), str(configfile),
+    ]
+    return subprocess.run(command, cwd=workdir, env=_env(), capture_output=True, text=True, timeout=1800)
+
+
+def _logs(workdir: Path) -> str:
+    return "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
+
+
+def _write_config(path: Path, dataset: str, source: dict, liver: dict, extra: dict | None = None) -> Path:
+    defaults = {"url": None, "md5": None, "path": None, "split_csv": None, "test_fraction": 0.25, "max_cases": None}
+    kind = "msd08" if dataset == "msd08" else "lits"
+    config = {
+        "dataset": dataset,
+        "data": {"sources": {dataset: {"kind": kind, **defaults, **source}}},
+        "liver": liver,
+        **(extra or {}),
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def msd08_mirror(tmp_path_factory) -> tuple[Path, str, Path]:
+    out = tmp_path_factory.mktemp("mirror")
+    tar_path, md5 = build_msd_archive(out, "Task08_HepaticVessel", n_cases=4, seed=3, shape=SHAPE)
+    return tar_path, md5, out / "Task08_livers"
+
+
+def test_msd08_download_and_case_sheet_from_local_server(repo, tmp_path, msd08_mirror):
+    tar_path, md5, livers = msd08_mirror
+    with FileServer() as server:
+        url = server.add("/Task08_HepaticVessel.tar", tar_path.read_bytes(), fail_first=1)
+        configfile = _write_config(
+            tmp_path / "msd08.yaml", "msd08", {"url": url, "md5": md5},
+            {"backend": "auto", "precomputed_dir": str(livers)},
+        )
+        result = _snakemake(repo, tmp_path, configfile, "data/msd08/cases.csv")
+        statuses = [r.status for r in server.requests_for("/Task08_HepaticVessel.tar")]
+    assert result.returncode == 0, result.stderr + _logs(tmp_path)
+    assert statuses == [503, 200]
+
+    layout = Layout("msd08", tmp_path)
+    record = json.loads(layout.source_json.read_text())
+    assert record["kind"] == "msd08" and record["md5"] == md5
+    names = [c["case"] for c in record["cases"]]
+    assert len(names) == 4 and all(name.startswith("hepaticvessel_") for name in names)
+    # The archive carries a macOS AppleDouble file in imagesTr, which is not a case.
+    assert list(layout.source_dir.rglob("imagesTr/._*"))
+    cases = read_case_sheet(layout.case_sheet)
+    assert sorted(c.split for c in cases) == ["test", "train", "train", "train"]
+    assert (layout.download_cache / "Task08_HepaticVessel.tar").is_file()
+
+    dry = _snakemake(repo, tmp_path, configfile, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "make_case" in dry.stdout and "results/msd08/tables/main.md" in dry.stdout
+
+
+def test_msd08_without_liver_source_stops_with_the_fix(repo, tmp_path, msd08_mirror):
+    tar_path, md5, _ = msd08_mirror
+    configfile = _write_config(tmp_path / "msd08.yaml", "msd08", {"path": str(tar_path), "md5": md5}, {"backend": "auto"})
+    result = _snakemake(repo, tmp_path, configfile, "--dry-run")
+    assert result.returncode != 0
+    assert "liver.precomputed_dir" in result.stdout + result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_liver_backend_choice(repo):
+    config = load_params(repo / "params.yaml")
+    assert liver_backend(config) == "reference"
+    config["dataset"] = "lits"
+    assert liver_backend(config) == "reference"
+    config["dataset"] = "msd08"
+    with pytest.raises(ValueError, match="no liver labels"):
+        liver_backend(config)
+    config["liver"]["precomputed_dir"] = "/masks"
+    assert liver_backend(config) == "precomputed"
+    config["liver"]["backend"] = "reference"
+    with pytest.raises(ValueError, match="needs the dataset's liver labels"):
+        liver_backend(config)
+
+
+def test_local_archive_with_wrong_md5_names_the_file(repo, tmp_path, msd08_mirror):
+    tar_path, _, livers = msd08_mirror
+    configfile = _write_config(
+        tmp_path / "msd08.yaml", "msd08", {"path": str(tar_path), "md5": "0" * 32},
+        {"backend": "auto", "precomputed_dir": str(livers)},
+    )
+    result = _snakemake(repo, tmp_path, configfile, "data/msd08/cases.csv")
+    assert result.returncode != 0
+    log = (tmp_path / "logs" / "msd08" / "data" / "fetch.log").read_text()
+    assert str(tar_path) in log and "0" * 32 in log
+    assert not (tmp_path / "data" / "msd08" / "source.json").exists()
+
+
+@pytest.mark.slow
+def test_msd08_end_to_end_keeps_each_source_grid(repo, tmp_path, msd08_mirror):
+    tar_path, md5, livers = msd08_mirror
+    configfile = _write_config(
+        tmp_path / "msd08.yaml", "msd08", {"path": str(tar_path), "md5": md5},
+        {"backend": "auto", "precomputed_dir": str(livers)}, SMALL_RUN,
+    )
+    result = _snakemake(repo, tmp_path, configfile)
+    assert result.returncode == 0, result.stderr[-3000:] + _logs(tmp_path)
+
+    layout = Layout("msd08", tmp_path)
+    record = json.loads(layout.source_json.read_text())
+    root = Path(record["root"])
+    sources = {c.case: c for c in discover_cases(root, "msd08")}
+    cases = read_case_sheet(layout.case_sheet)
+    for case in [c.case for c in cases if c.split == "test"]:
+        source = read_case(sources[case], "msd08")
+        for method in SMALL_RUN["methods"]:
+            prediction, geometry = load_volume(layout.prediction(method, case))
+            assert geometry.shape == source.geometry.shape
+            np.testing.assert_allclose(geometry.affine, source.geometry.affine, atol=1e-5)
+        imported, _ = load_volume(layout.image(case))
+        np.testing.assert_array_equal(imported, source.ct)
+    summary = pd.read_csv(layout.dataset_summary)
+    assert len(summary) == 4 and (summary["liver_ml"] > 0).all()
+    splits = pd.read_csv(layout.splits_dir / "cases.csv")
+    assert set(splits["liver_source"]) == {"precomputed"}
+    assert (layout.tables_dir / "main.md").is_file()
+    assert not list(layout.reference_liver("x").parent.glob("*.nii.gz"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout_name", ["Task03_Liver", "challenge"])
+def test_lits_end_to_end(repo, tmp_path, layout_name):
+    mirror = tmp_path / "mirror"
+    if layout_name == "Task03_Liver":
+        tar_path, md5 = build_msd_archive(mirror, "Task03_Liver", n_cases=4, seed=5, shape=SHAPE)
+        source = {"path": str(tar_path), "md5": md5}
+    else:
+        source = {"path": str(build_lits_challenge_folder(mirror, n_cases=4, seed=5, shape=SHAPE))}
+    configfile = _write_config(tmp_path / "lits.yaml", "lits", source, {"backend": "auto"}, SMALL_RUN)
+    result = _snakemake(repo, tmp_path, configfile)
+    assert result.returncode == 0, result.stderr[-3000:] + _logs(tmp_path)
+
+    layout = Layout("lits", tmp_path)
+    cases = read_case_sheet(layout.case_sheet)
+    assert len(cases) == 4 and all(c.source == "lits" for c in cases)
+    for case in [c.case for c in cases]:
+        liver, _ = load_volume(layout.reference_liver(case))
+        label, _ = load_volume(layout.label(case))
+        assert set(np.unique(label).tolist()) <= {0, 2}
+        assert liver.any()
+    per_case = pd.read_csv(layout.per_case_metrics("srttt_ttt"))
+    assert sorted(per_case["case"]) == sorted(c.case for c in cases if c.split == "test")
+    assert "liver_dice" in per_case.columns
+    assert find_dataset_root(Path(json.loads(layout.source_json.read_text())["root"]), "lits")
