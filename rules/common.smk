@@ -12,7 +12,7 @@ sys.path.insert(0, SRC)
 shell.prefix(f"export PYTHONPATH={shlex.quote(SRC)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 from srttt.data.cases import case_table, has_liver_labels, read_case_sheet, source_config  # noqa: E402
-from srttt.layout import METHOD_MODEL, MODELS, Layout  # noqa: E402
+from srttt.layout import METHOD_MODEL, MODELS, TTT_POLICY, Layout  # noqa: E402
 from srttt.liver.choice import liver_backend  # noqa: E402
 
 REAL_DATASET = source_config(config) is not None
@@ -59,6 +59,21 @@ def pattern(path_of, *names):
 def model_weights(wildcards):
     """The weights file of the model a method uses (SR-TTT with and without TTT share one)."""
     return str(L.weights(METHOD_MODEL[wildcards.method]))
+
+
+def carry_inputs(wildcards):
+    """Inputs of a 'carry' TTT job: those of any inference job plus the previous test case's Adam state."""
+    inputs = {
+        "weights": model_weights(wildcards),
+        "slices": str(L.slice_dir(wildcards.case)),
+        "liver": str(L.liver_mask(wildcards.case)),
+        "sheet": str(L.case_sheet),
+    }
+    test_cases = cases("test")
+    position = test_cases.index(wildcards.case)
+    if position > 0:
+        inputs["previous_state"] = str(L.ttt_state(wildcards.method, test_cases[position - 1]))
+    return inputs
 
 
 def liver_mask_inputs(wildcards):

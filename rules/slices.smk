@@ -36,7 +36,7 @@ rule manifest:
         summary=str(L.dataset_summary),
         summary_markdown=str(L.dataset_summary_markdown),
     params:
-        cfg=cfg_json("data"),
+        cfg=cfg_json("data", "liver"),
     log:
         str(L.log("slices", "manifest")),
     benchmark:

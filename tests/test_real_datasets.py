@@ -199,3 +199,54 @@ def test_lits_end_to_end(repo, tmp_path, layout_name):
     assert sorted(per_case["case"]) == sorted(c.case for c in cases if c.split == "test")
     assert "liver_dice" in per_case.columns
     assert find_dataset_root(Path(json.loads(layout.source_json.read_text())["root"]), "lits")
+
+
+def _real_config(repo: Path, source: dict) -> dict:
+    config = load_params(repo / "params.yaml")
+    config["dataset"] = "msd08"
+    config["data"]["sources"]["msd08"].update(source)
+    return config
+
+
+def test_exclude_leaves_cases_out_and_rejects_unknown_ids(repo, tmp_path, msd08_mirror):
+    from srttt.data.fetch import fetch_source, read_source
+
+    tar_path, md5, _ = msd08_mirror
+    layout = Layout("msd08", tmp_path)
+    everything = fetch_source(layout, _real_config(repo, {"path": str(tar_path), "md5": md5, "url": None}))
+    first = everything["cases"][0]["case"]
+
+    config = _real_config(repo, {"path": str(tar_path), "md5": md5, "url": None, "exclude": [first]})
+    fetch_source(layout, config)
+    kind, cases = read_source(layout)
+    assert kind == "msd08"
+    assert [c.case for c in cases] == [c["case"] for c in everything["cases"][1:]]
+    assert all(c.image.is_file() and c.label.is_file() for c in cases)
+
+    config = _real_config(repo, {"path": str(tar_path), "md5": md5, "url": None, "exclude": ["hepaticvessel_999"]})
+    with pytest.raises(ValueError, match="hepaticvessel_999"):
+        fetch_source(layout, config)
+
+
+def test_extracted_folder_is_used_in_place(repo, tmp_path, msd08_mirror):
+    from srttt.data.fetch import fetch_source
+
+    tar_path, _, _ = msd08_mirror
+    folder = tar_path.parent / "Task08_HepaticVessel"
+    layout = Layout("msd08", tmp_path)
+    record = fetch_source(layout, _real_config(repo, {"path": str(folder), "md5": None, "url": None}))
+    assert Path(record["root"]) == folder.resolve()
+    assert record["archive"] is None and len(record["cases"]) == 4
+    assert not layout.source_dir.exists()
+
+
+def test_make_mirror_command_writes_a_readable_archive(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "srttt", "make-mirror", "--out", str(tmp_path / "m"), "--task", "Task03_Liver",
+         "--cases", "3", "--seed", "1"],
+        capture_output=True, text=True, timeout=300, env=_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Task03_Liver.tar" in result.stderr and "md5" in result.stderr
+    cases = discover_cases(find_dataset_root(tmp_path / "m", "lits"), "lits")
+    assert len(cases) == 3

@@ -203,3 +203,26 @@ def test_tent_skips_slice_without_liver(nets, slices):
     assert torch.all(probabilities[1] == 0)
     assert torch.all(entropies[1] == 0)
     assert torch.isfinite(entropies).all()
+
+
+def test_carry_state_file_continues_the_next_case_exactly(nets, slices, tmp_path):
+    """Two cases as two jobs (state through the .adam.pt file) equal one pass over both cases' slices."""
+    from srttt.inference.predict_case import _save_carried_state, load_carried_state
+    from srttt.layout import Layout
+
+    images, livers = slices
+    layout = Layout("carry", tmp_path)
+    layout.ttt_state("srttt_ttt_carry", "case_a").parent.mkdir(parents=True)
+    whole, _ = ttt_adapt(nets, images, livers, iterations=2, lr=LR, policy="carry")
+
+    assert load_carried_state(layout, "srttt_ttt_carry", None) is None
+    first, state = ttt_adapt(nets, images[:2], livers[:2], iterations=2, lr=LR, policy="carry")
+    _save_carried_state(layout, "srttt_ttt_carry", "case_a", state.optimiser_state)
+    loaded = load_carried_state(layout, "srttt_ttt_carry", "case_a")
+    second, _ = ttt_adapt(
+        nets, images[2:], livers[2:], iterations=2, lr=LR, policy="carry", optimiser_state=loaded
+    )
+    torch.testing.assert_close(torch.cat([first, second]), whole, rtol=0, atol=1e-12)
+
+    with pytest.raises(FileNotFoundError, match="case_b"):
+        load_carried_state(layout, "srttt_ttt_carry", "case_b")

@@ -42,7 +42,8 @@ def test_dry_run_plans_one_infer_job_per_method_and_case(repo, tmp_path):
     # 7 methods on 4 models (baseline, srttt, srttt_mix0, supervised).
     assert job_counts["make_case"] == 5
     assert job_counts["train"] == 4
-    assert job_counts["infer"] == 14
+    assert job_counts["infer"] == 12
+    assert job_counts["infer_carry"] == 2  # srttt_ttt_carry on the 2 test cases, one after the other
     assert job_counts["evaluate"] == 7
 
 

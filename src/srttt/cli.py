@@ -167,11 +167,18 @@ def cmd_train(args, config, layout):
 
 
 def cmd_infer(args, config, layout):
+    from srttt.data.cases import cases_in_split
     from srttt.inference.predict_case import predict_case
 
+    test_cases = cases_in_split(config, "test", layout.case_sheet)
     for method in [args.method] if args.method else config["methods"]:
         for case in _cases(config, layout, args, split="test"):
-            predict_case(layout, method, case, config)
+            if case not in test_cases:
+                raise KeyError(f"case '{case}' is not a test case of {layout.case_sheet}")
+            # The 'carry' TTT policy continues from the test case before this one.
+            position = test_cases.index(case)
+            previous = test_cases[position - 1] if position > 0 else None
+            predict_case(layout, method, case, config, previous_case=previous)
 
 
 def cmd_evaluate(args, config, layout):
@@ -212,7 +219,7 @@ def cmd_report(args, config, layout):
         f"Tumour segmentation on '{layout.dataset}': mean ± std over test cases; Global Dice, "
         "detection and burden columns are dataset-level. "
         f"TTT: {ttt['iterations']} iterations, lr {ttt['lr']}, Adam state 'reset' (fresh per slice) or 'carry' "
-        f"(kept across the slices of a case) as named; TENT: {config['tent']['iterations']} iterations, "
+        f"(kept across the test set, cases in case-sheet order) as named; TENT: {config['tent']['iterations']} iterations, "
         f"lr {config['tent']['lr']}; "
         f"U-Net width {config['model']['width']}, {config['train']['epochs']} epochs."
     )
@@ -263,6 +270,33 @@ def _add_evaluate_folder(subparsers) -> None:
     sub.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
 
 
+def cmd_make_mirror(args) -> None:
+    from srttt.data.mirror import build_lits_challenge_folder, build_msd_archive
+
+    if args.task == "lits-challenge":
+        folder = build_lits_challenge_folder(args.out, n_cases=args.cases, seed=args.seed)
+        logger.info("LiTS challenge layout written to %s; set data.sources.lits.path to it", folder)
+        return
+    tar_path, md5 = build_msd_archive(args.out, args.task, n_cases=args.cases, seed=args.seed)
+    dataset = "msd08" if args.task == "Task08_HepaticVessel" else "lits"
+    logger.info("%s written (md5 %s); set data.sources.%s.path to it and .md5 to the digest", tar_path, md5, dataset)
+
+
+def _add_make_mirror(subparsers) -> None:
+    sub = subparsers.add_parser(
+        "make-mirror",
+        help="write a small phantom dataset in the real MSD or LiTS layout, to try the real-data path offline",
+    )
+    sub.add_argument("--out", type=Path, required=True, help="new folder to write into")
+    sub.add_argument(
+        "--task", choices=("Task08_HepaticVessel", "Task03_Liver", "lits-challenge"), required=True,
+        help="which layout to imitate",
+    )
+    sub.add_argument("--cases", type=int, default=6, help="labelled cases (at least 3)")
+    sub.add_argument("--seed", type=int, default=0, help="phantom seed")
+    sub.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+
+
 def cmd_synth_preview(args, config, layout):
     from srttt.reporting.preview import write_synthesis_preview
 
@@ -307,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("infer", "evaluate"):
             sub.add_argument("--method", choices=list(METHOD_MODEL), help="one method (default: params.yaml methods)")
     _add_evaluate_folder(subparsers)
+    _add_make_mirror(subparsers)
     return parser
 
 
@@ -320,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "evaluate-folder":
             cmd_evaluate_folder(args)
+            return 0
+        if args.command == "make-mirror":
+            cmd_make_mirror(args)
             return 0
         config = _config(args)
         layout = Layout(dataset=config["dataset"], root=args.root)

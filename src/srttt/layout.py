@@ -143,6 +143,10 @@ class Layout:
     def prediction(self, method: str, case: str) -> Path:
         return self.results_dir / "predictions" / method / f"{case}.nii.gz"
 
+    def ttt_state(self, method: str, case: str) -> Path:
+        """The TTT Adam state a ``carry`` method leaves after ``case``, where the next test case starts."""
+        return self.results_dir / "predictions" / method / f"{case}.adam.pt"
+
     def prediction_info(self, method: str, case: str) -> Path:
         return self.results_dir / "predictions" / method / f"{case}.json"
 

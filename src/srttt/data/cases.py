@@ -47,14 +47,15 @@ def has_liver_labels(config: dict) -> bool:
 def case_table(config: dict, sheet: str | Path | None = None) -> list[Case]:
     """Return the dataset's cases.
 
-    For the demo data the order is fixed: phantom training, phantom test,
-    LiTS sample. A real dataset's cases are read from its case sheet
-    ``sheet`` (``Layout.case_sheet``), written by the ``cases`` stage.
+    The case sheet ``sheet`` (``Layout.case_sheet``, written by the ``cases``
+    stage) is read when it exists; a real dataset's cases are known only
+    from it. Without a sheet, the demo cases follow from params.yaml in a
+    fixed order: phantom training, phantom test, LiTS sample.
     """
-    if source_config(config) is not None:
-        if sheet is None:
-            raise ValueError(f"dataset '{config['dataset']}' is a real dataset: pass its case sheet (data/<dataset>/cases.csv)")
+    if sheet is not None and Path(sheet).is_file():
         return read_case_sheet(sheet)
+    if source_config(config) is not None:
+        return read_case_sheet(sheet or f"data/{config['dataset']}/cases.csv")
     return demo_case_table(config)
 
 

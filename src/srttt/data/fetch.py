@@ -52,6 +52,13 @@ def fetch_source(layout: Layout, config: dict) -> dict:
         extracted = safe_extract(archive, layout.source_dir)
     root = find_dataset_root(extracted, kind)
     cases = discover_cases(root, kind)
+    excluded = set(source.get("exclude") or [])
+    unknown = sorted(excluded - {c.case for c in cases})
+    if unknown:
+        raise ValueError(f"{name}.exclude lists {unknown}, which {root} does not have; fix the case ids")
+    if excluded:
+        cases = [c for c in cases if c.case not in excluded]
+        logger.info("leaving out %d excluded cases: %s", len(excluded), ", ".join(sorted(excluded)))
     if source.get("max_cases"):
         cases = cases[: int(source["max_cases"])]
         logger.info("keeping the first %d cases (%s.max_cases)", len(cases), name)

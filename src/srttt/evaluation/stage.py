@@ -34,7 +34,8 @@ def evaluate_method(layout: Layout, method: str, config: dict) -> tuple[pd.DataF
             evaluate_case(
                 pred_tumour=prediction == TUMOUR_LABEL,
                 ref_tumour=label == TUMOUR_LABEL,
-                pred_liver=prediction >= 1,
+                # Liver metrics need a reference liver (MSD Task08 has none).
+                pred_liver=prediction >= 1 if reference_liver is not None else None,
                 ref_liver=reference_liver,
                 spacing=geometry.spacing,
                 case=case,

@@ -7,7 +7,10 @@ Methods:
 - ``srttt_ttt``: the SR-TTT segmentor adapted per slice by test-time training
   with a fresh Adam per slice (policy ``reset``);
 - ``srttt_ttt_carry``: the same with one Adam whose moments carry over from
-  slice to slice within the case (policy ``carry``, as in the authors' prototype);
+  slice to slice across the whole test set (policy ``carry``, as in the
+  authors' prototype): cases in case-sheet order, slices inferior to superior.
+  Each case starts from the Adam state the previous test case left in
+  ``Layout.ttt_state``;
 - ``srttt_mix1_ttt``, ``srttt_mix0_ttt``: TTT (reset) on the ablation models trained
   with the mixture ratio fixed at 1 or 0;
 - ``supervised``: a segmentor trained on real tumour labels, no adaptation (upper reference);
@@ -34,7 +37,7 @@ import torch
 
 from srttt.device import resolve_device
 from srttt.inference.ttt import predict, tent_adapt, ttt_adapt, ttt_adapt_batched
-from srttt.io.atomic import write_text
+from srttt.io.atomic import atomic_path, write_text
 from srttt.io.nifti import VolumeError, check_same_grid, load_volume, save_volume
 from srttt.layout import METHOD_MODEL, TTT_POLICY, Layout
 from srttt.preprocess import diffuse, prepare_slice, upsample_probabilities
@@ -62,16 +65,19 @@ def _load_networks(layout: Layout, method: str, config: dict, device: torch.devi
     return nets
 
 
-def _segment(nets, images: torch.Tensor, livers: torch.Tensor, method: str, config: dict) -> torch.Tensor:
+def _segment(
+    nets, images: torch.Tensor, livers: torch.Tensor, method: str, config: dict, optimiser_state: dict | None
+) -> tuple[torch.Tensor, dict | None]:
+    """Return the tumour probabilities and, for the ``carry`` policy, the Adam state to pass on."""
     if method not in TTT_POLICY and method != "tent":
         with torch.no_grad():
-            return predict(nets.segmentor, images, livers)
+            return predict(nets.segmentor, images, livers), None
     if method == "tent":
         tent = config["tent"]
         probabilities, _ = tent_adapt(
             nets.segmentor, images, livers, iterations=int(tent["iterations"]), lr=float(tent["lr"])
         )
-        return probabilities
+        return probabilities, None
     ttt = config["ttt"]
     policy = TTT_POLICY[method]
     if policy == "reset" and int(ttt["batch_slices"]) > 1:
@@ -79,14 +85,30 @@ def _segment(nets, images: torch.Tensor, livers: torch.Tensor, method: str, conf
             nets, images, livers, iterations=int(ttt["iterations"]), lr=float(ttt["lr"]),
             batch_size=int(ttt["batch_slices"]),
         )
-    else:
-        # NOTE: 'carry' keeps one Adam per test case, because each case is its own job. The authors'
-        # prototype kept one Adam for the whole test set, so its results also depended on case order.
-        probabilities, _ = ttt_adapt(
-            nets, images, livers, iterations=int(ttt["iterations"]), lr=float(ttt["lr"]),
-            policy=policy,
+        return probabilities, None
+    probabilities, state = ttt_adapt(
+        nets, images, livers, iterations=int(ttt["iterations"]), lr=float(ttt["lr"]),
+        policy=policy, optimiser_state=optimiser_state,
+    )
+    return probabilities, state.optimiser_state
+
+
+def load_carried_state(layout: Layout, method: str, previous_case: str | None) -> dict | None:
+    """Return the Adam state that ``previous_case`` left for ``method`` (None for the first test case)."""
+    if previous_case is None:
+        return None
+    path = layout.ttt_state(method, previous_case)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: policy 'carry' continues the Adam state of the previous test case "
+            f"({previous_case}); run {method} on that case first"
         )
-    return probabilities
+    return torch.load(path, map_location="cpu", weights_only=True)["optimiser_state"]
+
+
+def _save_carried_state(layout: Layout, method: str, case: str, state: dict | None) -> None:
+    with atomic_path(layout.ttt_state(method, case)) as tmp:
+        torch.save({"optimiser_state": state}, tmp)
 
 
 def write_tumour_slice(label_map: np.ndarray, axes: SliceAxes, k: int, tumour: np.ndarray) -> None:
@@ -101,8 +123,16 @@ def write_tumour_slice(label_map: np.ndarray, axes: SliceAxes, k: int, tumour: n
     label_slice[tumour] = TUMOUR_LABEL
 
 
-def predict_case(layout: Layout, method: str, case: str, config: dict) -> dict:
-    """Segment ``case`` with ``method`` and write its label map; return a summary record."""
+def predict_case(layout: Layout, method: str, case: str, config: dict, *, previous_case: str | None = None) -> dict:
+    """Segment ``case`` with ``method`` and write its label map; return a summary record.
+
+    For a method with TTT policy ``carry``, ``previous_case`` is the test case
+    before this one in case-sheet order (None for the first): its Adam state
+    is where this case starts, and this case's final state is written for
+    the next one.
+    """
+    carry = TTT_POLICY.get(method) == "carry"
+    carried = load_carried_state(layout, method, previous_case) if carry else None
     if method not in METHOD_MODEL:
         raise ValueError(f"unknown method '{method}'; expected one of {', '.join(METHOD_MODEL)}")
     torch.set_num_threads(int(config["train"]["threads"]))
@@ -141,7 +171,8 @@ def predict_case(layout: Layout, method: str, case: str, config: dict) -> dict:
 
         # segment
         nets = _load_networks(layout, method, config, device)
-        probabilities = _segment(nets, image_batch, liver_batch, method, config).detach().cpu().numpy()[:, 0]
+        probabilities, carried = _segment(nets, image_batch, liver_batch, method, config, carried)
+        probabilities = probabilities.detach().cpu().numpy()[:, 0]
 
         # back to the source grid
         for row, probability in zip(rows.itertuples(), probabilities):
@@ -152,6 +183,8 @@ def predict_case(layout: Layout, method: str, case: str, config: dict) -> dict:
         logger.warning("case %s: the liver mask is empty on every slice; writing a liver-only label map", case)
 
     save_volume(layout.prediction(method, case), label_map, geometry)
+    if carry:
+        _save_carried_state(layout, method, case, carried)
     record = {
         "case": case,
         "method": method,
@@ -159,6 +192,7 @@ def predict_case(layout: Layout, method: str, case: str, config: dict) -> dict:
         "tumour_voxels": int(np.count_nonzero(label_map == TUMOUR_LABEL)),
         "seconds": round(time.perf_counter() - started, 3),
         "ttt_optimizer_state": TTT_POLICY.get(method, ""),
+        "ttt_state_from_case": previous_case if carry else None,
     }
     write_text(layout.prediction_info(method, case), json.dumps(record, indent=2) + "\n")
     logger.info("case %s, %s: %d liver slices, %d tumour voxels predicted in %.1f s",

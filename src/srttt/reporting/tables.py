@@ -65,7 +65,8 @@ def main_table(per_case: dict[str, pd.DataFrame], summaries: dict[str, dict]) ->
 
 def _formatted(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     headers = ["Method", "Cases"]
-    present = [(c, h, d) for c, h, d in MAIN_COLUMNS if f"{c} mean" in table]
+    # A metric no case has (liver Dice on MSD Task08, which has no reference liver) gets no column.
+    present = [(c, h, d) for c, h, d in MAIN_COLUMNS if f"{c} mean" in table and table[f"{c} mean"].notna().any()]
     dataset_level = [(c, h, d) for c, h, d in SUMMARY_COLUMNS if c in table]
     headers += [h for _, h, _ in present] + [h for _, h, _ in dataset_level]
     body = []
