@@ -152,30 +152,33 @@ class SynthesisBatch(NamedTuple):
 
 
 def _liver_box(liver: np.ndarray, margin: int) -> tuple[slice, slice]:
-    """Return the liver's bounding box grown by ``margin`` pixels, clipped to the slice."""
-    rows, cols = ndimage.find_objects(liver.astype(np.uint8))[0]
-    height, width = liver.shape
-    return (
-        slice(max(rows.start - margin, 0), min(rows.stop + margin, height)),
-        slice(max(cols.start - margin, 0), min(cols.stop + margin, width)),
-    )
+    """Return the bounding box of a non-empty boolean liver mask grown by ``margin`` pixels, clipped to the slice."""
+    boxes = []
+    for axis in (1, 0):
+        used = np.flatnonzero(liver.any(axis=axis))
+        boxes.append(slice(max(int(used[0]) - margin, 0), min(int(used[-1]) + 1 + margin, liver.shape[1 - axis])))
+    return boxes[0], boxes[1]
 
 
-def _superpixels(image: np.ndarray, liver: np.ndarray, n_segments: int, compactness: float) -> np.ndarray:
-    """Return SLIC labels ``(H, W)``: 1, 2, ... inside the liver and 0 outside (scikit-image 0.26).
+def _superpixels(
+    image: np.ndarray, liver: np.ndarray, n_segments: int, compactness: float, *, crop: tuple[slice, slice] | None = None
+) -> np.ndarray:
+    """Return SLIC labels: 1, 2, ... inside the liver and 0 outside (scikit-image 0.26).
 
     SLIC runs on the liver's bounding box only. With a mask, scikit-image
     places the seeds by k-means on the mask's pixel coordinates, so the crop
     gives the same labels as the full slice (up to rounding in k-means) in
-    less time.
+    less time. The labels cover the slice ``(H, W)``, or only ``crop`` when
+    given, a box that holds the liver's bounding box.
     """
-    box = _liver_box(liver, 0)
-    labels = np.zeros(liver.shape, dtype=np.int64)
+    crop = crop or (slice(0, liver.shape[0]), slice(0, liver.shape[1]))
+    box = _liver_box(liver[crop], 0)
+    labels = np.zeros(liver[crop].shape, dtype=np.int64)
     labels[box] = segmentation.slic(
-        image[box],
+        image[crop][box],
         n_segments=n_segments,
         compactness=compactness,
-        mask=liver[box],
+        mask=liver[crop][box],
         start_label=1,
         channel_axis=None,
     )
@@ -285,18 +288,21 @@ def _elastic_deform(
 
 
 def _attempt_shape(
-    image: np.ndarray, liver: np.ndarray, rng: np.random.Generator, params: SynthesisParams
+    image: np.ndarray,
+    liver: np.ndarray,
+    rng: np.random.Generator,
+    params: SynthesisParams,
+    box: tuple[slice, slice],
 ) -> np.ndarray | None:
     """Make one tumour shape attempt; returns a boolean mask or None when it fails.
 
-    The shape is worked out on the liver's bounding box plus a 2-pixel margin
-    and pasted back into the slice; everything outside that box is
-    background, so the result is the whole-slice computation's.
+    The shape is worked out on ``box``, the liver's bounding box plus a
+    2-pixel margin, and pasted back into the slice; everything outside that
+    box is background, so the result is the whole-slice computation's.
     """
     n_segments = int(rng.integers(params.n_segments[0], params.n_segments[1]))
-    box = _liver_box(liver, 2)
     origin = (box[0].start, box[1].start)
-    labels = _superpixels(image, liver, n_segments, params.compactness)[box]
+    labels = _superpixels(image, liver, n_segments, params.compactness, crop=box)
     candidates = np.unique(labels[labels > 0])
     if candidates.size == 0:
         return None
@@ -384,8 +390,9 @@ def draw_tumour(
         logger.debug("liver has %d pixels (<= %d): no tumour", liver_pixels, params.min_liver_pixels)
         return TumourDraw(image.copy(), no_tumour, STATUS_SMALL_LIVER, 0, math.nan, math.nan, math.nan)
 
+    box = _liver_box(liver, 2)
     for attempt in range(1, params.max_attempts + 1):
-        tumour = _attempt_shape(image, liver, rng, params)
+        tumour = _attempt_shape(image, liver, rng, params, box)
         if tumour is not None:
             composite, liver_mean, mu, sigma = _paint(image, tumour, rng, params)
             return TumourDraw(composite, tumour.astype(np.float32), STATUS_TUMOUR, attempt, liver_mean, mu, sigma)
