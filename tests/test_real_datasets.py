@@ -92,7 +92,8 @@ def test_msd08_download_and_case_sheet_from_local_server(repo, tmp_path, msd08_m
 
     layout = Layout("msd08", tmp_path)
     record = json.loads(layout.source_json.read_text())
-    assert record["kind"] == "msd08" and record["md5"] == md5
+    assert record["kind"] == "msd08"
+    assert record["md5"] == md5
     names = [c["case"] for c in record["cases"]]
     assert len(names) == 4 and all(name.startswith("hepaticvessel_") for name in names)
     # The archive carries a macOS AppleDouble file in imagesTr, which is not a case.
@@ -103,7 +104,8 @@ def test_msd08_download_and_case_sheet_from_local_server(repo, tmp_path, msd08_m
 
     dry = _snakemake(repo, tmp_path, configfile, "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "make_case" in dry.stdout and "results/msd08/tables/main.md" in dry.stdout
+    assert "make_case" in dry.stdout
+    assert "results/msd08/tables/main.md" in dry.stdout
 
 
 def test_msd08_without_liver_source_stops_with_the_fix(repo, tmp_path, msd08_mirror):
@@ -139,7 +141,8 @@ def test_local_archive_with_wrong_md5_names_the_file(repo, tmp_path, msd08_mirro
     result = _snakemake(repo, tmp_path, configfile, "data/msd08/cases.csv")
     assert result.returncode != 0
     log = (tmp_path / "logs" / "msd08" / "data" / "fetch.log").read_text()
-    assert str(tar_path) in log and "0" * 32 in log
+    assert str(tar_path) in log
+    assert "0" * 32 in log
     assert not (tmp_path / "data" / "msd08" / "source.json").exists()
 
 
@@ -167,7 +170,8 @@ def test_msd08_end_to_end_keeps_each_source_grid(repo, tmp_path, msd08_mirror):
         imported, _ = load_volume(layout.image(case))
         np.testing.assert_array_equal(imported, source.ct)
     summary = pd.read_csv(layout.dataset_summary)
-    assert len(summary) == 4 and (summary["liver_ml"] > 0).all()
+    assert len(summary) == 4
+    assert (summary["liver_ml"] > 0).all()
     splits = pd.read_csv(layout.splits_dir / "cases.csv")
     assert set(splits["liver_source"]) == {"precomputed"}
     assert (layout.tables_dir / "main.md").is_file()
@@ -236,7 +240,8 @@ def test_extracted_folder_is_used_in_place(repo, tmp_path, msd08_mirror):
     layout = Layout("msd08", tmp_path)
     record = fetch_source(layout, _real_config(repo, {"path": str(folder), "md5": None, "url": None}))
     assert Path(record["root"]) == folder.resolve()
-    assert record["archive"] is None and len(record["cases"]) == 4
+    assert record["archive"] is None
+    assert len(record["cases"]) == 4
     assert not layout.source_dir.exists()
 
 
@@ -247,6 +252,7 @@ def test_make_mirror_command_writes_a_readable_archive(tmp_path):
         capture_output=True, text=True, timeout=300, env=_env(),
     )
     assert result.returncode == 0, result.stderr
-    assert "Task03_Liver.tar" in result.stderr and "md5" in result.stderr
+    assert "Task03_Liver.tar" in result.stderr
+    assert "md5" in result.stderr
     cases = discover_cases(find_dataset_root(tmp_path / "m", "lits"), "lits")
     assert len(cases) == 3

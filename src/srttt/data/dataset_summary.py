@@ -1,8 +1,9 @@
 """Dataset-level records written after slicing: the summary table and the split manifests.
 
-Summary: one row per case (grid, HU range, liver and tumour volumes in mL,
-healthy and tumour slice counts), from the imported CT, the label map and the
-liver mask the liver stage produced, so MSD Task08 gets liver volumes too.
+Summary: one row per case with the grid, HU range, liver and tumour volumes
+in mL, and healthy and tumour slice counts. It reads the imported CT, the
+label map and the liver mask of the liver stage, so MSD Task08 gets liver
+volumes too.
 
 Split manifests (``results/<dataset>/splits/``), each with the liver-mask
 source that produced the slice counts:

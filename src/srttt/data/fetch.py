@@ -1,7 +1,7 @@
 """Fetch a real dataset's source: download or take the local archive, extract it, list its cases.
 
 The result is ``data/<dataset>/source.json``: the dataset kind, the folder
-that holds the layout, where it came from, and the labelled cases with their
+with the dataset layout, where it came from, and the labelled cases with their
 image and label files relative to that folder. Later stages read it instead
 of searching the folder again.
 """

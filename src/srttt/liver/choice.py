@@ -1,4 +1,4 @@
-"""Which liver backend a run uses: ``liver.backend``, with ``auto`` resolved for the dataset."""
+"""The liver backend of a run: ``liver.backend``, with ``auto`` resolved for the dataset."""
 
 from __future__ import annotations
 

@@ -19,10 +19,10 @@ Conduction functions (``option``):
 MedPy always computes in float32, so its result carries float32 rounding even
 for float64 input. This module computes in the input's dtype.
 
-Zero far from the image content stays zero: one iteration changes a pixel
+Zero far from the image content stays zero. One iteration changes a pixel
 only through its four neighbours, so after ``niter`` iterations a pixel
-farther than ``niter`` pixels from every nonzero pixel is still 0, and no
-flux crosses a line that far out. :func:`anisotropic_diffusion` uses this for
+farther than ``niter`` pixels from every nonzero pixel is still 0. No flux
+crosses a line that far out either. :func:`anisotropic_diffusion` uses this for
 liver-masked slices, where everything outside the liver is 0: it filters each
 image only inside a window around its nonzero pixels, with ``niter + 1``
 pixels of margin, and returns exactly (bit for bit) what the whole image
@@ -92,7 +92,7 @@ def _diffusion_step(out: torch.Tensor, kappa: float, gamma: float, option: int) 
 def _support_windows(images: torch.Tensor, margin: int) -> tuple[int, int, list[tuple[int, int]]] | None:
     """Return one common window size and each image's window origin, or None when windows do not pay.
 
-    ``images`` is ``(B, H, W)``. Each window holds the image's nonzero pixels
+    ``images`` is ``(B, H, W)``. Each window contains the image's nonzero pixels
     plus ``margin`` pixels on every side, or reaches the image border on that
     side. Windows share one size so that they filter as one batch.
     """

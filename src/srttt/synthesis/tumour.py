@@ -169,7 +169,7 @@ def _superpixels(
     places the seeds by k-means on the mask's pixel coordinates, so the crop
     gives the same labels as the full slice (up to rounding in k-means) in
     less time. The labels cover the slice ``(H, W)``, or only ``crop`` when
-    given, a box that holds the liver's bounding box.
+    given, a box that contains the liver's bounding box.
     """
     crop = crop or (slice(0, liver.shape[0]), slice(0, liver.shape[1]))
     box = _liver_box(liver[crop], 0)
@@ -193,7 +193,7 @@ def _fit_ellipse(
     ``region`` may be a crop of a slice of shape ``slice_shape`` whose first
     pixel sits at ``origin`` (row, col) of the slice. The fit and the filling
     use slice coordinates, so a crop gives the same ellipse as the whole
-    slice, as long as the crop holds the whole region.
+    slice, as long as the crop contains the whole region.
 
     Returns a boolean mask of the region's shape, or None when the contour has
     fewer than 5 distinct points or the fit is degenerate (not finite, or an
@@ -265,9 +265,9 @@ def _elastic_deform(
     With ``box`` (rows, cols) the warp is computed for the pixels of the box
     only and the mask is returned as that crop. The result equals the crop of
     the whole-slice warp when ``mask`` is False outside the box less one pixel
-    on each side that is not a slice border: the field inside the box needs
-    noise within the Gaussian's radius, which is filtered, and the sampled
-    positions outside the box read False either way.
+    on each side that is not a slice border. The field inside the box needs
+    only the noise within the Gaussian's radius, which is filtered. Sampled
+    positions outside the box read False in both computations.
     """
     shape = mask.shape
     box = box or (slice(0, shape[0]), slice(0, shape[1]))
@@ -297,8 +297,8 @@ def _attempt_shape(
     """Make one tumour shape attempt; returns a boolean mask or None when it fails.
 
     The shape is worked out on ``box``, the liver's bounding box plus a
-    2-pixel margin, and pasted back into the slice; everything outside that
-    box is background, so the result is the whole-slice computation's.
+    2-pixel margin, and pasted back into the slice. Everything outside that
+    box is background, so the result equals the whole-slice computation.
     """
     n_segments = int(rng.integers(params.n_segments[0], params.n_segments[1]))
     origin = (box[0].start, box[1].start)
