@@ -256,3 +256,33 @@ def test_make_mirror_command_writes_a_readable_archive(tmp_path):
     assert "md5" in result.stderr
     cases = discover_cases(find_dataset_root(tmp_path / "m", "lits"), "lits")
     assert len(cases) == 3
+
+
+def test_keep_going_imports_the_other_cases(repo, tmp_path, caplog):
+    import nibabel as nib
+
+    from srttt.cli import main
+
+    out = tmp_path / "mirror"
+    build_msd_archive(out, "Task08_HepaticVessel", n_cases=3, seed=4, shape=SHAPE)
+    folder = out / "Task08_HepaticVessel"
+    bad_label = sorted((folder / "labelsTr").glob("hepaticvessel_*.nii.gz"))[0]
+    image = nib.load(bad_label)
+    values = np.asanyarray(image.dataobj).astype(np.uint8)
+    values[0, 0, 0] = 3
+    nib.save(nib.Nifti1Image(values, image.affine, image.header), bad_label)
+    bad_case = bad_label.name.removesuffix(".nii.gz")
+
+    config = _real_config(repo, {"path": str(folder), "md5": None, "url": None})
+    arguments = ["--config-json", json.dumps(config), "--root", str(tmp_path)]
+    assert main(["fetch", *arguments]) == 0
+    assert main(["cases", *arguments]) == 0
+    assert main(["make-case", *arguments]) == 1
+    assert not any((tmp_path / "data" / "msd08" / "imagesTr").glob("*.nii.gz"))
+
+    assert main(["make-case", "--keep-going", *arguments]) == 1
+    imported = sorted(p.name for p in (tmp_path / "data" / "msd08" / "imagesTr").glob("*.nii.gz"))
+    assert len(imported) == 2
+    assert f"{bad_case}.nii.gz" not in imported
+    assert f"case {bad_case} failed" in caplog.text
+    assert "[3]" in caplog.text

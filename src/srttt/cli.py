@@ -65,8 +65,20 @@ def cmd_make_case(args, config, layout):
     layout.reference_liver("x").parent.mkdir(parents=True, exist_ok=True)
     if not has_liver_labels(config):
         logger.info("dataset %s has no liver labels; liversTr/ stays empty", layout.dataset)
+    failed = {}
     for case in _cases(config, layout, args):
-        write_case(layout, case, config)
+        try:
+            write_case(layout, case, config)
+        except (OSError, ValueError) as error:
+            if not args.keep_going:
+                raise
+            logger.error("case %s failed: %s", case, error)
+            failed[case] = str(error)
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} cases failed ({', '.join(failed)}); fix their files or list them in "
+            f"data.sources.{config['dataset']}.exclude, then rerun"
+        )
 
 
 def cmd_dataset_index(args, config, layout):
@@ -334,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
         if name in ("make-case", "liver", "slices", "infer"):
             sub.add_argument("--case", help="one case id (default: every case of the stage)")
+        if name == "make-case":
+            sub.add_argument(
+                "--keep-going", action="store_true",
+                help="import the other cases when one fails, then exit with an error listing the failures",
+            )
         if name == "train":
             sub.add_argument("--model", choices=MODELS, help="one model (default: those the methods need)")
         if name == "synth-preview":
