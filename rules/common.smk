@@ -19,6 +19,11 @@ REAL_DATASET = source_config(config) is not None
 WITH_LIVER_LABELS = has_liver_labels(config)
 try:
     LIVER_BACKEND = liver_backend(config)
+    if LIVER_BACKEND == "precomputed" and not os.path.isdir(os.path.expanduser(config["liver"]["precomputed_dir"] or "")):
+        raise ValueError(
+            f"liver.precomputed_dir {config['liver']['precomputed_dir']!r} is not a folder; "
+            "set it to the folder of <case>.nii.gz liver masks"
+        )
     if not REAL_DATASET:
         case_table(config)  # the demo case sheet follows from params.yaml: check it before any job runs
 except ValueError as error:

@@ -17,7 +17,7 @@ if REAL_DATASET:
         conda:
             "../envs/core.yaml"
         shell:
-            "python -m srttt fetch --config-json {params.cfg:q} 2> {log}"
+            "python -m srttt fetch --config-json {params.cfg:q} 2> {log} || (tail -n 5 {log} >&2; exit 1)"
 
 
 # The case sheet decides which per-case jobs exist, so it is a checkpoint.
@@ -38,7 +38,7 @@ checkpoint case_sheet:
     conda:
         "../envs/core.yaml"
     shell:
-        "python -m srttt cases --config-json {params.cfg:q} 2> {log}"
+        "python -m srttt cases --config-json {params.cfg:q} 2> {log} || (tail -n 5 {log} >&2; exit 1)"
 
 
 rule make_case:
@@ -60,7 +60,7 @@ rule make_case:
     conda:
         "../envs/core.yaml"
     shell:
-        "python -m srttt make-case --case {wildcards.case} --config-json {params.cfg:q} 2> {log}"
+        "python -m srttt make-case --case {wildcards.case} --config-json {params.cfg:q} 2> {log} || (tail -n 5 {log} >&2; exit 1)"
 
 
 rule dataset_index:
@@ -81,4 +81,4 @@ rule dataset_index:
     conda:
         "../envs/core.yaml"
     shell:
-        "python -m srttt dataset-index --config-json {params.cfg:q} 2> {log}"
+        "python -m srttt dataset-index --config-json {params.cfg:q} 2> {log} || (tail -n 5 {log} >&2; exit 1)"

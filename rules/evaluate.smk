@@ -21,4 +21,4 @@ rule evaluate:
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m srttt evaluate --method {wildcards.method} --config-json {params.cfg:q} 2> {log}"
+        "python -m srttt evaluate --method {wildcards.method} --config-json {params.cfg:q} 2> {log} || (tail -n 5 {log} >&2; exit 1)"

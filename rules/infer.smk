@@ -28,7 +28,7 @@ rule infer:
         "../envs/torch.yaml"
     shell:
         "python -m srttt infer --method {wildcards.method} --case {wildcards.case} "
-        "--config-json {params.cfg:q} 2> {log}"
+        "--config-json {params.cfg:q} 2> {log} || (tail -n 5 {log} >&2; exit 1)"
 
 
 # TTT policy 'carry' keeps one Adam across the test set: each case starts from the state the
@@ -56,4 +56,4 @@ rule infer_carry:
         "../envs/torch.yaml"
     shell:
         "python -m srttt infer --method {wildcards.method} --case {wildcards.case} "
-        "--config-json {params.cfg:q} 2> {log}"
+        "--config-json {params.cfg:q} 2> {log} || (tail -n 5 {log} >&2; exit 1)"

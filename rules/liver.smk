@@ -21,7 +21,7 @@ rule train_liver_model:
     conda:
         "../envs/core.yaml"
     shell:
-        "python -m srttt train-liver-model --config-json {params.cfg:q} 2> {log}"
+        "python -m srttt train-liver-model --config-json {params.cfg:q} 2> {log} || (tail -n 5 {log} >&2; exit 1)"
 
 
 rule liver_mask:
@@ -43,7 +43,7 @@ rule liver_mask:
     conda:
         "../envs/core.yaml"
     shell:
-        "python -m srttt liver --case {wildcards.case} --config-json {params.cfg:q} 2> {log}"
+        "python -m srttt liver --case {wildcards.case} --config-json {params.cfg:q} 2> {log} || (tail -n 5 {log} >&2; exit 1)"
 
 
 rule liver_qc:
@@ -64,4 +64,4 @@ rule liver_qc:
     conda:
         "../envs/core.yaml"
     shell:
-        "python -m srttt liver-qc --config-json {params.cfg:q} 2> {log}"
+        "python -m srttt liver-qc --config-json {params.cfg:q} 2> {log} || (tail -n 5 {log} >&2; exit 1)"

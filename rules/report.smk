@@ -24,4 +24,4 @@ rule report:
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m srttt report --config-json {params.cfg:q} 2> {log}"
+        "python -m srttt report --config-json {params.cfg:q} 2> {log} || (tail -n 5 {log} >&2; exit 1)"

@@ -22,7 +22,7 @@ rule slices:
     conda:
         "../envs/core.yaml"
     shell:
-        "python -m srttt slices --case {wildcards.case} --config-json {params.cfg:q} 2> {log}"
+        "python -m srttt slices --case {wildcards.case} --config-json {params.cfg:q} 2> {log} || (tail -n 5 {log} >&2; exit 1)"
 
 
 rule manifest:
@@ -47,4 +47,4 @@ rule manifest:
     conda:
         "../envs/core.yaml"
     shell:
-        "python -m srttt manifest --config-json {params.cfg:q} 2> {log}"
+        "python -m srttt manifest --config-json {params.cfg:q} 2> {log} || (tail -n 5 {log} >&2; exit 1)"

@@ -21,7 +21,7 @@ rule train:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python -m srttt train --model {wildcards.model} --config-json {params.cfg:q} 2> {log}"
+        "python -m srttt train --model {wildcards.model} --config-json {params.cfg:q} 2> {log} || (tail -n 5 {log} >&2; exit 1)"
 
 
 rule synthesis_preview:
@@ -41,4 +41,4 @@ rule synthesis_preview:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python -m srttt synth-preview --config-json {params.cfg:q} 2> {log}"
+        "python -m srttt synth-preview --config-json {params.cfg:q} 2> {log} || (tail -n 5 {log} >&2; exit 1)"

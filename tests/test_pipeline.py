@@ -6,6 +6,7 @@ package index configured on the machine, so these tests need that index.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -210,3 +211,7 @@ def test_snakemake_with_nnunet_liver_backend(tmp_path, repo):
     assert np.isfinite(table["tumour_dice mean"]).all()
     log = (workdir / "logs" / "tiny_nnunet" / "liver" / "train_liver_model.log").read_text()
     assert "nnU-Net" in log
+    trained_on = json.loads(layout.liver_model_flag.read_text())["cases"]
+    test_cases = set(cases_in_split(load_params(repo / "params.yaml", repo / "config" / "tiny.yaml"), "test"))
+    assert trained_on, "the liver model was trained on no case"
+    assert not test_cases & set(trained_on), "test cases must not train the liver model"

@@ -140,6 +140,7 @@ def test_local_archive_with_wrong_md5_names_the_file(repo, tmp_path, msd08_mirro
     )
     result = _snakemake(repo, tmp_path, configfile, "data/msd08/cases.csv")
     assert result.returncode != 0
+    assert "differs from data.sources.msd08.md5" in result.stderr, "the log's last lines reach the console"
     log = (tmp_path / "logs" / "msd08" / "data" / "fetch.log").read_text()
     assert str(tar_path) in log
     assert "0" * 32 in log
@@ -286,3 +287,17 @@ def test_keep_going_imports_the_other_cases(repo, tmp_path, caplog):
     assert f"{bad_case}.nii.gz" not in imported
     assert f"case {bad_case} failed" in caplog.text
     assert "[3]" in caplog.text
+
+
+def test_missing_precomputed_folder_stops_before_any_job(repo, tmp_path, msd08_mirror):
+    tar_path, md5, livers = msd08_mirror
+    configfile = _write_config(
+        tmp_path / "msd08.yaml", "msd08", {"path": str(tar_path), "md5": md5},
+        {"backend": "auto", "precomputed_dir": str(livers) + "_typo"},
+    )
+    result = _snakemake(repo, tmp_path, configfile, "--dry-run")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Task08_livers_typo" in output
+    assert "is not a folder" in output
+    assert not (tmp_path / "data").exists()

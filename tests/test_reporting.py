@@ -57,6 +57,7 @@ def test_main_table_mean_std_and_formats():
     np.testing.assert_allclose(table.loc[0, "tumour_assd_mm std"], 5.0)
     markdown = to_markdown(table, caption="Caption")
     assert "| SR-TTT with TTT (reset) | 2 | 0.600 ± 0.100 | 5.00 ± 1.00 | 0.620 |" in markdown
-    latex = to_latex(table, caption="50% of cases_x")
+    latex = to_latex(table, caption="50% of cases_x, mean ± std")
     assert r"50\% of cases\_x" in latex
+    assert r"mean $\pm$ std" in latex
     assert r"0.600 $\pm$ 0.100" in latex

@@ -98,7 +98,12 @@ def cmd_train_liver_model(args, config, layout):
     from srttt.io.atomic import write_text
     from srttt.liver.nnunet import train_liver_model
 
-    with_labels = [c.case for c in case_table(config, layout.case_sheet) if layout.reference_liver(c.case).is_file()]
+    # Training cases only, so no test case's liver mask comes from a model that saw its label.
+    with_labels = [
+        c.case
+        for c in case_table(config, layout.case_sheet)
+        if c.split == "train" and layout.reference_liver(c.case).is_file()
+    ]
     model_dir = train_liver_model(layout, with_labels, config)
     write_text(layout.liver_model_flag, json.dumps({"model_dir": str(model_dir), "cases": with_labels}, indent=2) + "\n")
 
@@ -233,7 +238,8 @@ def cmd_report(args, config, layout):
         f"TTT: {ttt['iterations']} iterations, lr {ttt['lr']}, Adam state 'reset' (fresh per slice) or 'carry' "
         f"(kept across the test set, cases in case-sheet order) as named; TENT: {config['tent']['iterations']} iterations, "
         f"lr {config['tent']['lr']}; "
-        f"U-Net width {config['model']['width']}, {config['train']['epochs']} epochs."
+        f"U-Net width {config['model']['width']}, {config['train']['epochs']} "
+        f"epoch{'' if int(config['train']['epochs']) == 1 else 's'}."
     )
     paths = write_tables(per_case, summaries, layout.tables_dir, caption=caption)
     figures = [plot_dice_per_case(per_case, layout.figures_dir / "dice_per_case.png")]
@@ -292,6 +298,8 @@ def cmd_make_mirror(args) -> None:
     tar_path, md5 = build_msd_archive(args.out, args.task, n_cases=args.cases, seed=args.seed)
     dataset = "msd08" if args.task == "Task08_HepaticVessel" else "lits"
     logger.info("%s written (md5 %s); set data.sources.%s.path to it and .md5 to the digest", tar_path, md5, dataset)
+    if dataset == "msd08":
+        logger.info("liver masks for liver.precomputed_dir: %s", Path(args.out) / "Task08_livers")
 
 
 def _add_make_mirror(subparsers) -> None:

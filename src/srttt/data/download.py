@@ -193,7 +193,8 @@ def _verify(part: Path, destination: Path, url: str, expected: str | None) -> No
     msg = (
         f"Checksum mismatch for {destination} downloaded from {url}: expected md5 {expected}, "
         f"got {actual}. The file was moved to {corrupt}; delete it and rerun. If this repeats, "
-        f"the mirror serves a different file than the md5 in params.yaml expects."
+        f"the server holds a different file than the configured md5 (data.sources.<dataset>.md5 in "
+        f"params.yaml or your config file) expects: check that md5 and the URL."
     )
     raise ChecksumError(msg)
 

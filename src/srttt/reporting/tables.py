@@ -95,10 +95,11 @@ def _latex_escape(text: str) -> str:
 
 def to_latex(table: pd.DataFrame, *, caption: str) -> str:
     headers, body = _formatted(table)
+    caption_tex = _latex_escape(caption).replace("±", r"$\pm$")
     lines = [
         r"\begin{table}[t]",
         r"\centering",
-        rf"\caption{{{_latex_escape(caption)}}}",
+        rf"\caption{{{caption_tex}}}",
         r"\begin{tabular}{l" + "r" * (len(headers) - 1) + "}",
         r"\hline",
         " & ".join(_latex_escape(h).replace(">", r"$>$") for h in headers) + r" \\",
