@@ -301,3 +301,43 @@ def test_missing_precomputed_folder_stops_before_any_job(repo, tmp_path, msd08_m
     assert "Task08_livers_typo" in output
     assert "is not a folder" in output
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.slow
+def test_dvc_repro_on_a_lits_mirror(repo, tmp_path):
+    import hashlib
+    import shutil
+
+    tar_path, md5 = build_msd_archive(tmp_path / "mirror", "Task03_Liver", n_cases=4, seed=2, shape=SHAPE)
+    assert hashlib.md5(tar_path.read_bytes()).hexdigest() == md5
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(repo / "dvc.yaml", project / "dvc.yaml")
+    for name in ("schemas", "src"):
+        shutil.copytree(repo / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    config = load_params(repo / "params.yaml", repo / "config" / "tiny.yaml")
+    config["dataset"] = "lits"
+    config["data"]["sources"]["lits"].update({"path": str(tar_path), "md5": md5, "test_fraction": 0.25})
+    config["methods"] = ["baseline", "srttt_ttt_carry"]
+    config["slices"]["image_size"] = 32
+    (project / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def run(*command: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(command, cwd=project, env=_env(), capture_output=True, text=True, timeout=1800)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result
+
+    run("git", "init", "-q")
+    run(sys.executable, "-m", "dvc", "init", "-q")
+    run(sys.executable, "-m", "dvc", "config", "core.analytics", "false")
+    run(sys.executable, "-m", "dvc", "repro")
+
+    layout = Layout("lits", project)
+    assert len(read_case_sheet(layout.case_sheet)) == 4
+    assert (layout.splits_dir / "supervised_slices.csv").is_file()
+    assert layout.dataset_summary.is_file()
+    assert list(layout.results_dir.glob("predictions/srttt_ttt_carry/*.adam.pt"))
+    table = pd.read_csv(layout.tables_dir / "main.csv")
+    assert list(table["method"]) == ["baseline", "srttt_ttt_carry"]
+    status = run(sys.executable, "-m", "dvc", "status")
+    assert "up to date" in status.stdout.lower()
