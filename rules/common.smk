@@ -49,10 +49,24 @@ def per_case(path_of, split=None):
     return lambda wildcards: [str(path_of(c)) for c in cases(split)]
 
 
-def cfg_json(*sections):
-    """The config sections a rule depends on, as JSON (a change reruns the rule)."""
-    chosen = {"dataset": config["dataset"], "seed": config["seed"]}
-    chosen.update({name: config[name] for name in sections})
+def cfg_json(*sections, seed=True):
+    """The config sections a rule depends on, as JSON (a change reruns the rule).
+
+    ``data`` is narrowed to the configured dataset's own part: its entry under
+    ``data.sources``, or the demo's ``phantom`` and ``lits_sample``, so editing
+    another dataset's source reruns nothing here.
+    """
+    chosen = {"dataset": config["dataset"]}
+    if seed:
+        chosen["seed"] = config["seed"]
+    for name in sections:
+        chosen[name] = config[name]
+    if "data" in sections:
+        data = config["data"]
+        if REAL_DATASET:
+            chosen["data"] = {"sources": {config["dataset"]: source_config(config)}}
+        else:
+            chosen["data"] = {key: data[key] for key in ("phantom", "lits_sample")}
     return json.dumps(chosen, sort_keys=True)
 
 

@@ -6,7 +6,7 @@ if REAL_DATASET:
         output:
             str(L.source_json),
         params:
-            cfg=cfg_json("data"),
+            cfg=cfg_json("data", seed=False),
         log:
             str(L.log("data", "fetch")),
         benchmark:
@@ -49,7 +49,8 @@ rule make_case:
         label=pattern(L.label, "case"),
         **({"liver": pattern(L.reference_liver, "case")} if WITH_LIVER_LABELS else {}),
     params:
-        cfg=cfg_json("data"),
+        # The demo phantoms derive from the seed; an imported case does not.
+        cfg=cfg_json("data", seed=not REAL_DATASET),
     log:
         pattern(lambda c: L.log("data", c), "case"),
     benchmark:

@@ -164,3 +164,8 @@ def test_support_window_on_liver_slices_is_exact(example_liver_slices):
     whole = anisotropic_diffusion(images, crop_to_support=False)
     assert torch.equal(anisotropic_diffusion(images), whole)
     assert torch.equal(anisotropic_diffusion(images[:, None]), whole[:, None])
+
+
+def test_empty_batch_returns_empty():
+    result = anisotropic_diffusion(torch.zeros((0, 8, 8)))
+    assert result.shape == (0, 8, 8)

@@ -341,3 +341,71 @@ def test_dvc_repro_on_a_lits_mirror(repo, tmp_path):
     assert list(table["method"]) == ["baseline", "srttt_ttt_carry"]
     status = run(sys.executable, "-m", "dvc", "status")
     assert "up to date" in status.stdout.lower()
+
+
+def test_split_csv_may_list_excluded_cases(repo, tmp_path, msd08_mirror):
+    from srttt.data.build import write_case_sheet
+    from srttt.data.fetch import fetch_source
+
+    tar_path, md5, _ = msd08_mirror
+    layout = Layout("msd08", tmp_path)
+    everything = [c["case"] for c in fetch_source(
+        layout, _real_config(repo, {"path": str(tar_path), "md5": md5, "url": None}))["cases"]]
+    split_csv = tmp_path / "split.csv"
+    split_csv.write_text("case,split\n" + "".join(
+        f"{case},{'test' if index < 2 else 'train'}\n" for index, case in enumerate(everything)))
+
+    config = _real_config(
+        repo, {"path": str(tar_path), "md5": md5, "url": None, "exclude": [everything[0]], "split_csv": str(split_csv)}
+    )
+    fetch_source(layout, config)
+    cases = write_case_sheet(layout, config)
+    assert [c.case for c in cases] == everything[1:]
+    assert [c.split for c in cases] == ["test", "train", "train"]
+
+    config["data"]["sources"]["msd08"]["exclude"] = everything[:2]
+    fetch_source(layout, config)
+    with pytest.raises(ValueError, match="no test case"):
+        write_case_sheet(layout, config)
+
+
+def test_editing_another_dataset_reruns_nothing(repo, tmp_path, msd08_mirror):
+    tar_path, md5, livers = msd08_mirror
+    liver = {"backend": "auto", "precomputed_dir": str(livers)}
+    configfile = _write_config(tmp_path / "msd08.yaml", "msd08", {"path": str(tar_path), "md5": md5}, liver)
+    first = _snakemake(repo, tmp_path, configfile, "data/msd08/cases.csv")
+    assert first.returncode == 0, first.stderr
+
+    edited = tmp_path / "edited.yaml"
+    config = yaml.safe_load(configfile.read_text())
+    config["seed"] = 123
+    config["data"]["phantom"] = {"n_train": 3}
+    config["data"]["sources"]["lits"] = {"test_fraction": 0.5}
+    edited.write_text(yaml.safe_dump(config))
+    again = _snakemake(repo, tmp_path, edited, "data/msd08/source.json", "--dry-run")
+    assert again.returncode == 0, again.stderr
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_liver_model_retrains_when_its_cases_or_settings_change(repo, tmp_path):
+    from srttt.cli import _liver_model_is_current
+
+    config = load_params(repo / "params.yaml", repo / "config" / "tiny.yaml")
+    config["liver"]["backend"] = "nnunet"
+    layout = Layout(config["dataset"], tmp_path)
+    for case in ("phantom_000", "phantom_001", "phantom_002"):  # two healthy training cases and the test case
+        layout.reference_liver(case).parent.mkdir(parents=True, exist_ok=True)
+        layout.reference_liver(case).write_bytes(b"")
+    assert not _liver_model_is_current(config, layout)
+
+    record = {"model_dir": "m", "cases": ["phantom_000", "phantom_001"], "nnunet": config["liver"]["nnunet"]}
+    layout.liver_model_flag.parent.mkdir(parents=True)
+    layout.liver_model_flag.write_text(json.dumps(record))
+    assert _liver_model_is_current(config, layout)
+
+    config["liver"]["nnunet"] = {**config["liver"]["nnunet"], "epochs": 3}
+    assert not _liver_model_is_current(config, layout)
+    record["nnunet"] = config["liver"]["nnunet"]
+    record["cases"] = ["phantom_000", "phantom_001", "phantom_002"]
+    layout.liver_model_flag.write_text(json.dumps(record))
+    assert not _liver_model_is_current(config, layout), "a model that saw the test case is stale"

@@ -226,3 +226,18 @@ def test_carry_state_file_continues_the_next_case_exactly(nets, slices, tmp_path
 
     with pytest.raises(FileNotFoundError, match="case_b"):
         load_carried_state(layout, "srttt_ttt_carry", "case_b")
+
+
+def test_stale_carry_state_file_is_refused(nets, slices, tmp_path):
+    from srttt.inference.predict_case import _save_carried_state, load_carried_state
+    from srttt.layout import Layout
+
+    images, livers = slices
+    layout = Layout("carry", tmp_path)
+    layout.ttt_state("srttt_ttt_carry", "case_a").parent.mkdir(parents=True)
+    _, state = ttt_adapt(nets, images[:1], livers[:1], iterations=2, lr=LR, policy="carry")
+    _save_carried_state(layout, "srttt_ttt_carry", "case_a", state.optimiser_state, {"ttt": {"iterations": 2}})
+
+    assert load_carried_state(layout, "srttt_ttt_carry", "case_a", {"ttt": {"iterations": 2}}) is not None
+    with pytest.raises(ValueError, match="case_a.adam.pt was written with a different ttt"):
+        load_carried_state(layout, "srttt_ttt_carry", "case_a", {"ttt": {"iterations": 3}})

@@ -93,25 +93,43 @@ def _needs_liver_model(config: dict) -> bool:
     return liver_backend(config) == "nnunet" and not (config["liver"].get("nnunet") or {}).get("model_dir")
 
 
-def cmd_train_liver_model(args, config, layout):
+def _liver_training_cases(config, layout) -> list[str]:
     from srttt.data.cases import case_table
-    from srttt.io.atomic import write_text
-    from srttt.liver.nnunet import train_liver_model
 
     # Training cases only, so no test case's liver mask comes from a model that saw its label.
-    with_labels = [
+    return [
         c.case
         for c in case_table(config, layout.case_sheet)
         if c.split == "train" and layout.reference_liver(c.case).is_file()
     ]
-    model_dir = train_liver_model(layout, with_labels, config)
-    write_text(layout.liver_model_flag, json.dumps({"model_dir": str(model_dir), "cases": with_labels}, indent=2) + "\n")
+
+
+def cmd_train_liver_model(args, config, layout):
+    from srttt.io.atomic import write_text
+    from srttt.liver.nnunet import train_liver_model
+
+    cases = _liver_training_cases(config, layout)
+    model_dir = train_liver_model(layout, cases, config)
+    record = {"model_dir": str(model_dir), "cases": cases, "nnunet": config["liver"].get("nnunet") or {}}
+    write_text(layout.liver_model_flag, json.dumps(record, indent=2) + "\n")
+
+
+def _liver_model_is_current(config, layout) -> bool:
+    """Whether the trained liver model was trained on the current training cases with the current settings."""
+    if not layout.liver_model_flag.is_file():
+        return False
+    record = json.loads(layout.liver_model_flag.read_text(encoding="utf-8"))
+    current = {"cases": _liver_training_cases(config, layout), "nnunet": config["liver"].get("nnunet") or {}}
+    stale = [key for key, value in current.items() if record.get(key) != value]
+    if stale:
+        logger.info("retraining the liver model: its %s changed since %s", " and ".join(stale), layout.liver_model_flag)
+    return not stale
 
 
 def cmd_liver(args, config, layout):
     from srttt.liver.backends import write_liver_mask
 
-    if _needs_liver_model(config) and not layout.liver_model_flag.is_file():
+    if _needs_liver_model(config) and not _liver_model_is_current(config, layout):
         cmd_train_liver_model(args, config, layout)
     for case in _cases(config, layout, args):
         write_liver_mask(layout, case, config)

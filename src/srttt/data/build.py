@@ -39,16 +39,26 @@ def write_case_sheet(layout: Layout, config: dict) -> list[Case]:
     if source is None:
         cases = demo_case_table(config)
     else:
-        from srttt.data.fetch import read_source
+        from srttt.data.fetch import found_case_ids, read_source
         from srttt.data.split import make_split, read_split_csv
 
         kind, source_cases = read_source(layout)
         ids = [c.case for c in source_cases]
         if source.get("split_csv"):
-            split = read_split_csv(Path(source["split_csv"]).expanduser(), ids)
+            # The CSV may list cases that exclude or max_cases left out; they are dropped here.
+            split = read_split_csv(Path(source["split_csv"]).expanduser(), found_case_ids(layout))
+            left_out = sorted(set(split) - set(ids))
+            if left_out:
+                logger.info("split CSV: ignoring %d cases left out of this run: %s", len(left_out), ", ".join(left_out))
         else:
             split = make_split(ids, test_fraction=float(source["test_fraction"]), seed=derive_seed(int(config["seed"]), "split"))
         cases = [Case(case, kind, split[case], index) for index, case in enumerate(ids)]
+        empty = [name for name in ("train", "test") if not any(c.split == name for c in cases)]
+        if empty:
+            raise ValueError(
+                f"the {config['dataset']} split has no {' or '.join(empty)} case after exclude and max_cases; "
+                "change the split CSV, exclude or max_cases"
+            )
     write_text(layout.case_sheet, case_sheet_csv(cases))
     logger.info(
         "case sheet %s: %d training and %d test cases",

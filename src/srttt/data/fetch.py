@@ -52,6 +52,7 @@ def fetch_source(layout: Layout, config: dict) -> dict:
         extracted = safe_extract(archive, layout.source_dir)
     root = find_dataset_root(extracted, kind)
     cases = discover_cases(root, kind)
+    found = [c.case for c in cases]
     excluded = set(source.get("exclude") or [])
     unknown = sorted(excluded - {c.case for c in cases})
     if unknown:
@@ -69,6 +70,8 @@ def fetch_source(layout: Layout, config: dict) -> dict:
         "root": str(root.resolve()),
         "archive": str(archive) if archive is not None else None,
         "md5": source.get("md5") if archive is not None else None,
+        # Every labelled case found, before exclude and max_cases, so that a user split CSV may list them all.
+        "found": found,
         "cases": [
             {"case": c.case, "image": str(c.image.relative_to(root)), "label": str(c.label.relative_to(root))}
             for c in cases
@@ -89,6 +92,12 @@ def _check_local_archive(path: Path, md5: str | None, name: str) -> None:
             f"{path}: md5 {actual} differs from {name}.md5 {md5}; the file is corrupt or a different release. "
             f"Download it again, or set {name}.md5 to the digest of the archive you trust (null skips the check)"
         )
+
+
+def found_case_ids(layout: Layout) -> list[str]:
+    """Return every labelled case id the fetch stage found, including excluded ones."""
+    record = json.loads(layout.source_json.read_text(encoding="utf-8"))
+    return list(record.get("found") or [c["case"] for c in record["cases"]])
 
 
 def read_source(layout: Layout) -> tuple[str, list[SourceCase]]:

@@ -27,6 +27,7 @@ of the source grid it came from.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -93,8 +94,21 @@ def _segment(
     return probabilities, state.optimiser_state
 
 
-def load_carried_state(layout: Layout, method: str, previous_case: str | None) -> dict | None:
-    """Return the Adam state that ``previous_case`` left for ``method`` (None for the first test case)."""
+def _carry_context(layout: Layout, method: str, config: dict | None) -> dict:
+    """What a carried Adam state belongs to: the method, the TTT settings and the trained weights' digest."""
+    weights = layout.weights(METHOD_MODEL[method])
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+    return {"method": method, "ttt": dict((config or {}).get("ttt") or {}), "weights_sha256": digest}
+
+
+def load_carried_state(
+    layout: Layout, method: str, previous_case: str | None, config: dict | None = None
+) -> dict | None:
+    """Return the Adam state that ``previous_case`` left for ``method`` (None for the first test case).
+
+    The state must come from the same method, TTT settings and trained
+    weights; a stale file raises ValueError naming it.
+    """
     if previous_case is None:
         return None
     path = layout.ttt_state(method, previous_case)
@@ -103,12 +117,21 @@ def load_carried_state(layout: Layout, method: str, previous_case: str | None) -
             f"{path} not found: policy 'carry' continues the Adam state of the previous test case "
             f"({previous_case}); run {method} on that case first"
         )
-    return torch.load(path, map_location="cpu", weights_only=True)["optimiser_state"]
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    expected = _carry_context(layout, method, config)
+    differing = [key for key, value in expected.items() if saved.get(key) != value]
+    if differing:
+        raise ValueError(
+            f"{path} was written with a different {', '.join(differing)}; delete the {method} predictions "
+            f"({path.parent}) and rerun them from the first test case"
+        )
+    return saved["optimiser_state"]
 
 
-def _save_carried_state(layout: Layout, method: str, case: str, state: dict | None) -> None:
+def _save_carried_state(layout: Layout, method: str, case: str, state: dict | None, config: dict | None = None) -> None:
+    record = {"optimiser_state": state, **_carry_context(layout, method, config)}
     with atomic_path(layout.ttt_state(method, case)) as tmp:
-        torch.save({"optimiser_state": state}, tmp)
+        torch.save(record, tmp)
 
 
 def write_tumour_slice(label_map: np.ndarray, axes: SliceAxes, k: int, tumour: np.ndarray) -> None:
@@ -132,7 +155,7 @@ def predict_case(layout: Layout, method: str, case: str, config: dict, *, previo
     the next one.
     """
     carry = TTT_POLICY.get(method) == "carry"
-    carried = load_carried_state(layout, method, previous_case) if carry else None
+    carried = load_carried_state(layout, method, previous_case, config) if carry else None
     if method not in METHOD_MODEL:
         raise ValueError(f"unknown method '{method}'; expected one of {', '.join(METHOD_MODEL)}")
     torch.set_num_threads(int(config["train"]["threads"]))
@@ -184,7 +207,7 @@ def predict_case(layout: Layout, method: str, case: str, config: dict, *, previo
 
     save_volume(layout.prediction(method, case), label_map, geometry)
     if carry:
-        _save_carried_state(layout, method, case, carried)
+        _save_carried_state(layout, method, case, carried, config)
     record = {
         "case": case,
         "method": method,

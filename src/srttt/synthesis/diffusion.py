@@ -195,7 +195,8 @@ def anisotropic_diffusion(
     source = images.detach().reshape(images.shape[0], height, width)
 
     with torch.no_grad():
-        windows = _support_windows(source, niter + 1) if crop_to_support and niter > 0 else None
+        use_windows = crop_to_support and niter > 0 and source.shape[0] > 0
+        windows = _support_windows(source, niter + 1) if use_windows else None
         if windows is None:
             out = source.clone()
             _diffuse_batch(out, niter, kappa, gamma, option)

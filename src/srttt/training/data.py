@@ -108,7 +108,8 @@ def real_tumour_training_slices(layout: Layout) -> pd.DataFrame:
     if rows.empty:
         raise ValueError(
             f"{layout.manifest} lists no training case with reference tumours, which the supervised model needs; "
-            "set data.phantom.n_train_lesion > 0 or remove 'supervised' from methods"
+            "for the demo data set data.phantom.n_train_lesion > 0; otherwise check the split "
+            "(data/<dataset>/cases.csv) or remove 'supervised' from methods"
         )
     return rows.reset_index(drop=True)
 
