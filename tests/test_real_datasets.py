@@ -387,7 +387,7 @@ def test_editing_another_dataset_reruns_nothing(repo, tmp_path, msd08_mirror):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
-def test_liver_model_retrains_when_its_cases_or_settings_change(repo, tmp_path):
+def test_liver_model_staleness(repo, tmp_path):
     from srttt.cli import _liver_model_is_current
 
     config = load_params(repo / "params.yaml", repo / "config" / "tiny.yaml")

@@ -115,7 +115,7 @@ def cmd_train_liver_model(args, config, layout):
 
 
 def _liver_model_is_current(config, layout) -> bool:
-    """Whether the trained liver model was trained on the current training cases with the current settings."""
+    """Return whether the liver model was trained on the current training cases with the current settings."""
     if not layout.liver_model_flag.is_file():
         return False
     record = json.loads(layout.liver_model_flag.read_text(encoding="utf-8"))
