@@ -304,11 +304,13 @@ def test_missing_precomputed_folder_stops_before_any_job(repo, tmp_path, msd08_m
 
 
 @pytest.mark.slow
-def test_dvc_repro_on_a_lits_mirror(repo, tmp_path):
+@pytest.mark.parametrize("dataset", ["lits", "msd08"])
+def test_dvc_repro_on_a_mirror(repo, tmp_path, dataset):
     import hashlib
     import shutil
 
-    tar_path, md5 = build_msd_archive(tmp_path / "mirror", "Task03_Liver", n_cases=4, seed=2, shape=SHAPE)
+    task = "Task03_Liver" if dataset == "lits" else "Task08_HepaticVessel"
+    tar_path, md5 = build_msd_archive(tmp_path / "mirror", task, n_cases=4, seed=2, shape=SHAPE)
     assert hashlib.md5(tar_path.read_bytes()).hexdigest() == md5
     project = tmp_path / "project"
     project.mkdir()
@@ -316,8 +318,11 @@ def test_dvc_repro_on_a_lits_mirror(repo, tmp_path):
     for name in ("schemas", "src"):
         shutil.copytree(repo / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
     config = load_params(repo / "params.yaml", repo / "config" / "tiny.yaml")
-    config["dataset"] = "lits"
-    config["data"]["sources"]["lits"].update({"path": str(tar_path), "md5": md5, "test_fraction": 0.25})
+    config["dataset"] = dataset
+    config["data"]["sources"][dataset].update({"path": str(tar_path), "md5": md5, "test_fraction": 0.25})
+    config["liver"]["backend"] = "auto"
+    if dataset == "msd08":
+        config["liver"]["precomputed_dir"] = str(tmp_path / "mirror" / "Task08_livers")
     config["methods"] = ["baseline", "srttt_ttt_carry"]
     config["slices"]["image_size"] = 32
     (project / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -332,7 +337,7 @@ def test_dvc_repro_on_a_lits_mirror(repo, tmp_path):
     run(sys.executable, "-m", "dvc", "config", "core.analytics", "false")
     run(sys.executable, "-m", "dvc", "repro")
 
-    layout = Layout("lits", project)
+    layout = Layout(dataset, project)
     assert len(read_case_sheet(layout.case_sheet)) == 4
     assert (layout.splits_dir / "supervised_slices.csv").is_file()
     assert layout.dataset_summary.is_file()
