@@ -14,11 +14,11 @@ liver-masked by ``normalise_slice``.
       diffuses the healthy and the synthetic slice.
 (ours) ``srttt.synthesis.tumour.synthesize_batch`` on batches of 8 slices.
       It gives the same arrays as the plain recipe (tested bit for bit in
-      tests/test_synthesis_windows.py) with less work: SLIC, the Gaussian of
-      the elastic field and the warp run on the liver's bounding box; the
-      healthy slices are diffused in torch on a window around the liver, and
-      each synthetic slice only on a window around its tumour, pasted into
-      its diffused healthy slice.
+      tests/test_synthesis_windows.py) with less work. SLIC, the Gaussian of
+      the elastic field and the warp run on the liver's bounding box. The
+      healthy slices are diffused in torch on a window around the liver.
+      Each synthetic slice is diffused only on a window around its tumour
+      and pasted into its diffused healthy slice.
 
 Both run on the same slices in interleaved rounds, and each time is the
 median over ``--rounds`` rounds. Ours is timed with each torch thread count

@@ -149,7 +149,7 @@ def _masked_batch(seed: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("option", [1, 2, 3])
 @pytest.mark.parametrize("niter", [1, 5, 20])
-def test_support_window_gives_the_whole_image_result_bit_for_bit(option, niter):
+def test_support_window_is_bit_exact(option, niter):
     images = _masked_batch(seed=niter + option)
     assert _support_windows(images, niter + 1) is not None
     whole = anisotropic_diffusion(images, niter=niter, kappa=0.3, option=option, crop_to_support=False)

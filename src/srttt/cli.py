@@ -155,11 +155,12 @@ def cmd_liver_qc(args, config, layout):
 def cmd_slices(args, config, layout):
     from srttt.data.cases import find_case
     from srttt.data.dataset_summary import write_case_summary
-    from srttt.slices.convert import convert_case
+    from srttt.slices.convert import convert_case, load_case_volumes
 
     for case in _cases(config, layout, args):
-        convert_case(layout, case, find_case(config, case, layout.case_sheet).split)
-        write_case_summary(layout, case)
+        volumes = load_case_volumes(layout, case)
+        convert_case(layout, case, find_case(config, case, layout.case_sheet).split, volumes)
+        write_case_summary(layout, case, volumes)
 
 
 def cmd_manifest(args, config, layout):

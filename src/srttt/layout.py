@@ -115,7 +115,7 @@ class Layout:
         return self.results_dir / "slices" / "manifest.csv"
 
     def case_summary(self, case: str) -> Path:
-        """One row of the dataset summary: shape, spacing, HU range, liver and tumour volumes, slice counts."""
+        """Return the path of one case's dataset summary row (shape, spacing, HU range, volumes, slice counts)."""
         return self.results_dir / "summary" / f"{case}.json"
 
     @property
@@ -128,7 +128,7 @@ class Layout:
 
     @property
     def splits_dir(self) -> Path:
-        """Split manifests: cases, healthy training slices, test slices, real tumour training slices."""
+        """Return the folder of the split manifests: cases, healthy training, test and real tumour slices."""
         return self.results_dir / "splits"
 
     def model_dir(self, model: str) -> Path:

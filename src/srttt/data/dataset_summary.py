@@ -27,22 +27,15 @@ import pandas as pd
 from srttt.data.cases import Case
 from srttt.data.summary import summarise_case, write_summary
 from srttt.io.atomic import atomic_path, write_text
-from srttt.io.nifti import check_same_grid, load_volume
 from srttt.layout import Layout
+from srttt.slices.convert import CaseVolumes
 
 logger = logging.getLogger(__name__)
 
-TUMOUR_LABEL = 2
 
-
-def write_case_summary(layout: Layout, case: str) -> dict:
-    """Summarise one case from its CT, label map and liver mask; write the row as JSON."""
-    ct, geometry = load_volume(layout.image(case))
-    label, label_geometry = load_volume(layout.label(case))
-    liver, liver_geometry = load_volume(layout.liver_mask(case))
-    check_same_grid(layout.image(case), geometry, layout.label(case), label_geometry)
-    check_same_grid(layout.image(case), geometry, layout.liver_mask(case), liver_geometry)
-    row = summarise_case(case, ct, label == TUMOUR_LABEL, liver > 0, geometry)
+def write_case_summary(layout: Layout, case: str, volumes: CaseVolumes) -> dict:
+    """Summarise one case from its loaded volumes (``load_case_volumes``) and write the row as JSON."""
+    row = summarise_case(case, volumes.ct, volumes.tumour > 0, volumes.liver > 0, volumes.geometry)
     write_text(layout.case_summary(case), json.dumps(row, indent=2) + "\n")
     return row
 

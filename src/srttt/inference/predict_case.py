@@ -27,10 +27,12 @@ of the source grid it came from.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -94,10 +96,23 @@ def _segment(
     return probabilities, state.optimiser_state
 
 
+@functools.lru_cache(maxsize=4)
+def _file_sha256(path: Path, mtime_ns: int, size: int) -> str:
+    """Return the sha256 of a file; the modification time and size key the cache, so a rewritten file is hashed again."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _carry_context(layout: Layout, method: str, config: dict | None) -> dict:
-    """What a carried Adam state belongs to: the method, the TTT settings and the trained weights' digest."""
+    """Return what a carried Adam state belongs to: the method, the TTT settings and the trained weights' digest."""
     weights = layout.weights(METHOD_MODEL[method])
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+    digest = None
+    if weights.is_file():
+        status = weights.stat()
+        digest = _file_sha256(weights, status.st_mtime_ns, status.st_size)
     return {"method": method, "ttt": dict((config or {}).get("ttt") or {}), "weights_sha256": digest}
 
 

@@ -172,6 +172,6 @@ def _flip(array: np.ndarray, flipped) -> np.ndarray:
     return array
 
 
-def _check_shape(shape, expected, what: str) -> None:
+def _check_shape(shape, expected, name: str) -> None:
     if tuple(shape) != tuple(expected):
-        raise VolumeError(f"{what} has shape {tuple(shape)} but {tuple(expected)} is expected from its geometry")
+        raise VolumeError(f"{name} has shape {tuple(shape)} but {tuple(expected)} is expected from its geometry")

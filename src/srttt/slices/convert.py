@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -41,8 +42,17 @@ TUMOUR_LABEL = 2
 MANIFEST_COLUMNS = ["case", "slice", "split", "liver_pixels", "tumour_pixels", "ct", "liver", "tumour"]
 
 
-def convert_case(layout: Layout, case: str, split: str) -> Path:
-    """Write the PNG slices of ``case`` and return its slice folder (replaced atomically)."""
+class CaseVolumes(NamedTuple):
+    """A case's CT (HU), liver mask and reference tumour mask (uint8), all ``(I, J, K)`` on ``geometry``."""
+
+    ct: np.ndarray
+    liver: np.ndarray
+    tumour: np.ndarray
+    geometry: Geometry
+
+
+def load_case_volumes(layout: Layout, case: str) -> CaseVolumes:
+    """Load the CT, the liver mask and the label map of ``case`` and check that they share one grid."""
     ct, geometry = load_volume(layout.image(case))
     liver, liver_geometry = load_volume(layout.liver_mask(case))
     label, label_geometry = load_volume(layout.label(case))
@@ -52,6 +62,16 @@ def convert_case(layout: Layout, case: str, split: str) -> Path:
     outside = int(np.count_nonzero(tumour & (liver == 0)))
     if outside:
         logger.warning("case %s: %d tumour voxels lie outside the liver mask", case, outside)
+    return CaseVolumes(ct, liver, tumour, geometry)
+
+
+def convert_case(layout: Layout, case: str, split: str, volumes: CaseVolumes | None = None) -> Path:
+    """Write the PNG slices of ``case`` and return its slice folder (replaced atomically).
+
+    ``volumes`` are the case's loaded volumes; without them they are read
+    with :func:`load_case_volumes`.
+    """
+    ct, liver, tumour, geometry = volumes or load_case_volumes(layout, case)
 
     final_dir = layout.slice_dir(case)
     final_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -58,14 +58,7 @@ def diffuse(images: np.ndarray, params: SynthesisParams, *, device: str | torch.
     Returns a new array with the shape and dtype of ``images``; the work runs
     in torch on ``device``.
     """
-    batch = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-    diffused = anisotropic_diffusion(
-        batch,
-        niter=params.diffusion_niter,
-        kappa=params.diffusion_kappa,
-        gamma=params.diffusion_gamma,
-        option=params.diffusion_option,
-    )
+    diffused = anisotropic_diffusion(_tensor(images, device), **_filter_options(params))
     return diffused.cpu().numpy()
 
 
@@ -86,12 +79,20 @@ def diffuse_near_change(
     :func:`srttt.synthesis.diffusion.anisotropic_diffusion_near_change`.
     """
     result = anisotropic_diffusion_near_change(
-        torch.from_numpy(np.ascontiguousarray(diffused)).to(device),
-        torch.from_numpy(np.ascontiguousarray(images)).to(device),
-        boxes,
-        niter=params.diffusion_niter,
-        kappa=params.diffusion_kappa,
-        gamma=params.diffusion_gamma,
-        option=params.diffusion_option,
+        _tensor(diffused, device), _tensor(images, device), boxes, **_filter_options(params)
     )
     return result.cpu().numpy()
+
+
+def _tensor(array: np.ndarray, device: str | torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
+
+def _filter_options(params: SynthesisParams) -> dict:
+    """Return the diffusion settings of ``params`` as keyword arguments of the torch filters."""
+    return {
+        "niter": params.diffusion_niter,
+        "kappa": params.diffusion_kappa,
+        "gamma": params.diffusion_gamma,
+        "option": params.diffusion_option,
+    }
